@@ -1,0 +1,42 @@
+# opskit's own tasks. `make demo` and `make test` are the two set-up commands of the README.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEMO   := build/demo
+
+.PHONY: help demo test lint typecheck unit integration bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.base  ## generate every artifact for the bundled example app into build/demo
+	$(PY) bench/demo.py $(DEMO)
+
+lint: $(VENV)/.test  ## ruff
+	$(VENV)/bin/ruff check opskit tests bench
+	$(VENV)/bin/ruff format --check opskit tests bench
+
+typecheck: $(VENV)/.test  ## mypy, strict on opskit/
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.test  ## the fast tests only
+	$(PY) -m pytest -m 'not systemd and not servers and not pip' -q
+
+test: lint typecheck  ## ruff, mypy and the whole suite (real systemd, servers, pip included)
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.test  ## benchmarks; results go to docs/benchmarks.md
+	$(PY) bench/startup.py
+
+clean:  ## remove the venv and build output
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

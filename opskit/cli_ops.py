@@ -1,0 +1,3 @@
+"""Commands: opskit makefile, opskit bundle and opskit doctor (registered on the shared app)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Commands: opskit reload-script (registered on the shared app)."""
+
+from __future__ import annotations

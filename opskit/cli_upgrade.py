@@ -1,0 +1,3 @@
+"""Commands: opskit upgrade (registered on the shared app)."""
+
+from __future__ import annotations

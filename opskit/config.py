@@ -1,0 +1,120 @@
+"""Read the app spec from ``[tool.opskit]`` (pyproject.toml) or opskit.toml, then overrides."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from opskit.errors import SpecError, UsageError
+from opskit.spec import AppSpec, build_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+CONFIG_NAMES = ("opskit.toml", "pyproject.toml")
+
+
+def _snake(table: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name in ("environment", "loggers"):
+            # Their keys are variable and logger names, which keep their spelling.
+            out[name] = value
+        elif isinstance(value, Mapping):
+            out[name] = _snake(value)
+        else:
+            out[name] = value
+    return out
+
+
+def find_config(start: Path) -> Path | None:
+    """Return opskit.toml, or a pyproject.toml with a [tool.opskit] table, in ``start``."""
+    for name in CONFIG_NAMES:
+        path = start / name
+        if path.is_file():
+            if name == "pyproject.toml" and "opskit" not in _read_toml(path).get("tool", {}):
+                continue
+            return path
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        return data
+    except OSError as exc:
+        raise UsageError(f"{path.name}: cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path.name}: not valid TOML: {exc}") from None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Return the opskit table of ``path`` with snake_case keys."""
+    data = _read_toml(path)
+    table: Any = data if path.name != "pyproject.toml" else data.get("tool", {}).get("opskit")
+    if path.name == "opskit.toml" and "tool" in data and "opskit" in data["tool"]:
+        table = data["tool"]["opskit"]
+    if table is None:
+        raise UsageError(f"{path.name}: has no [tool.opskit] table (run 'opskit init')")
+    if not isinstance(table, Mapping):
+        raise UsageError(f"{path.name}: [tool.opskit] must be a table")
+    return _snake(table)
+
+
+def load_spec(
+    overrides: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    directory: Path | None = None,
+) -> AppSpec:
+    """Build the one validated spec: the config file (explicit or found) under the overrides.
+
+    Overrides whose value is None were not given and leave the file's value alone;
+    ``hardening`` overrides merge key by key into the file's hardening table.
+    """
+    raw: dict[str, Any] = {}
+    source = config if config is not None else find_config(directory or Path.cwd())
+    if config is not None and not config.is_file():
+        raise UsageError(f"--config: no such file: {config}")
+    if source is not None:
+        raw = read_config(source)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "hardening":
+            merged = dict(raw.get("hardening") or {})
+            merged.update({k: v for k, v in value.items() if v is not None})
+            raw["hardening"] = merged
+        elif key == "environment" and isinstance(raw.get("environment"), Mapping):
+            merged_env = dict(raw["environment"])
+            for item in value:
+                name, _, val = item.partition("=")
+                if "=" not in item:
+                    raise SpecError(f"environment: expected NAME=VALUE, got {item!r}")
+                merged_env[name] = val
+            raw["environment"] = merged_env
+        else:
+            raw[key] = value
+    where = f"{source.name}: " if source is not None else ""
+    try:
+        return build_spec(raw)
+    except SpecError as exc:
+        raise SpecError(f"{where}{exc}") from None
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """Parse ``--set key=value``: the value as TOML (true, 3, ["a"]), else as a plain string."""
+    key, sep, text = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key, value

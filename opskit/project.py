@@ -1,0 +1,82 @@
+"""``opskit init``: add a starter [tool.opskit] table to an existing pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from opskit.errors import ConflictError, UsageError
+from opskit.write import atomic_write
+
+_SERVERS = ("gunicorn", "uvicorn", "uwsgi")
+
+
+def detect_server(dependencies: list[str]) -> str | None:
+    """The first server named among the project's dependencies, or None."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    names = set()
+    for dep in dependencies:
+        try:
+            names.add(canonicalize_name(Requirement(dep).name))
+        except InvalidRequirement:
+            continue
+    return next((s for s in _SERVERS if s in names), None)
+
+
+def starter_table(project: dict[str, Any]) -> dict[str, Any]:
+    """The starter settings for a project: its name, detected server and a guessed app path."""
+    raw_name = str(project.get("name") or "app")
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw_name).strip("-.") or "app"
+    module = re.sub(r"[^A-Za-z0-9_]", "_", raw_name.lower())
+    deps = [str(d) for d in project.get("dependencies", [])]
+    server = detect_server(deps) or "gunicorn"
+    app = f"{module}.asgi:app" if server == "uvicorn" else f"{module}.wsgi:app"
+    return {
+        "name": name,
+        "server": server,
+        "app": app,
+        "host": "127.0.0.1",
+        "port": 8000,
+        "workers": 2,
+        "working-directory": f"/srv/{name}",
+        "health-path": "/health",
+        "version-path": "/version",
+    }
+
+
+def init_pyproject(directory: Path, *, force: bool) -> tuple[Path, str]:
+    """Add [tool.opskit] to DIRECTORY/pyproject.toml without disturbing the rest of the file."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    path = directory / "pyproject.toml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: not found (opskit init edits an existing pyproject.toml)"
+        ) from None
+    try:
+        doc = tomlkit.parse(text)
+    except TOMLKitError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    tool = doc.get("tool")
+    action = "create"
+    if tool is not None and "opskit" in tool:
+        if not force:
+            raise ConflictError(f"{path}: already has [tool.opskit]; not replaced (use --force)")
+        action = "overwrite"
+    project = doc.get("project") or {}
+    table = tomlkit.table()
+    table.comment("opskit's app spec: docs/configuration.md lists every key")
+    for key, value in starter_table(dict(project)).items():
+        table.add(key, value)
+    if tool is None:
+        tool = tomlkit.table(is_super_table=True)
+        doc.add("tool", tool)
+    tool["opskit"] = table
+    atomic_write(path, tomlkit.dumps(doc), path.stat().st_mode & 0o777)
+    return path, action

@@ -1,0 +1,125 @@
+"""The one Jinja environment and the named escaping filters, one per target syntax."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """An artifact as text, not yet on disk: the write step decides what happens to it."""
+
+    name: str
+    content: str
+    mode: int = 0o644
+
+
+def templates_dir() -> Path:
+    """The templates: inside the installed package, or at the top of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError("opskit's templates are missing from this installation")
+
+
+# --- systemd (systemd.syntax(7), systemd.service(5)) -------------------------------------
+
+_NEEDS_QUOTES = re.compile(r"""[\s"'\\]""")
+
+
+def _systemd_quoted(text: str) -> str:
+    # Inside double quotes systemd undoes C-style escapes, so only backslash and the
+    # quote itself need escaping; everything else (non-ASCII included) stays as it is.
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def systemd_value(text: str) -> str:
+    """Escape a whole-line value (Description=, WorkingDirectory=): ``%`` starts a specifier."""
+    return str(text).replace("%", "%%")
+
+
+def systemd_word(text: str) -> str:
+    """Escape one item of a space-separated list (ReadWritePaths=), quoting when needed."""
+    text = systemd_value(text)
+    return _systemd_quoted(text) if not text or _NEEDS_QUOTES.search(text) else text
+
+
+def systemd_exec_arg(text: str) -> str:
+    """Escape one ExecStart= argument: ``%%`` for specifiers, ``$$`` against variable expansion."""
+    text = systemd_value(text).replace("$", "$$")
+    if text == ";":
+        # A lone ";" separates commands on an Exec line; "\;" passes it literally.
+        return "\\;"
+    return _systemd_quoted(text) if not text or _NEEDS_QUOTES.search(text) else text
+
+
+def systemd_exec(argv: list[str] | tuple[str, ...]) -> str:
+    """Join an argument vector into an ExecStart= value."""
+    return " ".join(systemd_exec_arg(a) for a in argv)
+
+
+def systemd_env(pair: tuple[str, str]) -> str:
+    """Render one Environment= assignment, always quoted by systemd's (not the shell's) rules."""
+    name, value = pair
+    return _systemd_quoted(systemd_value(f"{name}={value}"))
+
+
+# --- other syntaxes ------------------------------------------------------------------------
+
+
+def shell_quote(text: str) -> str:
+    """Quote for POSIX sh."""
+    return shlex.quote(str(text))
+
+
+def make_var(text: str) -> str:
+    """Escape a value for a Make variable assignment: ``$`` doubled, ``#`` escaped."""
+    return str(text).replace("$", "$$").replace("#", "\\#")
+
+
+def ini_value(text: str) -> str:
+    """Escape a value for uWSGI's ini parser, which has no quoting: reject what it cannot hold."""
+    text = str(text)
+    if "\n" in text or text != text.strip() or text.startswith((";", "#")):
+        raise ValueError(f"value cannot be written to an ini file: {text!r}")
+    return text
+
+
+FILTERS: dict[str, Any] = {
+    "systemd_value": systemd_value,
+    "systemd_word": systemd_word,
+    "systemd_exec": systemd_exec,
+    "systemd_exec_arg": systemd_exec_arg,
+    "systemd_env": systemd_env,
+    "shell_quote": shell_quote,
+    "make_var": make_var,
+    "ini_value": ini_value,
+}
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The Jinja environment, built once: strict, no HTML escaping, the filters registered."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def render_template(name: str, **context: Any) -> str:
+    """Render one template with the shared environment."""
+    return environment().get_template(name).render(**context)

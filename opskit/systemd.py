@@ -1,0 +1,262 @@
+"""The systemd generator: a service unit (and a socket unit) per app spec, hardened by profile."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from opskit.errors import SpecError
+from opskit.render import RenderedFile, render_template, systemd_value, systemd_word
+from opskit.spec import AppSpec
+
+
+@dataclass(frozen=True)
+class ServerUnit:
+    """How one server runs under systemd: its command line and process-management directives."""
+
+    argv: tuple[str, ...]
+    type: str
+    kill_mode: str = "mixed"
+    kill_signal: str | None = None
+    reload: bool = False
+
+
+def runtime_dir(spec: AppSpec) -> str:
+    """The RuntimeDirectory= that systemd creates for the service (/run/NAME)."""
+    return f"/run/{spec.name}"
+
+
+def _listen_args(spec: AppSpec, *, tcp: list[str], unix: list[str]) -> list[str]:
+    return unix if spec.unix_socket else tcp
+
+
+def server_unit(spec: AppSpec) -> ServerUnit:
+    """Derive the server's command line and directives from how that server really behaves.
+
+    gunicorn: sd_notify since 20 (Type=notify), HUP = new workers with new code, and
+    TERM to the master = graceful stop, so KillMode=mixed lets it drain its workers.
+    uvicorn: no sd_notify, so Type=exec; a single process dies on HUP, so reload only
+    with --workers >= 2. uWSGI: sd_notify from the master (NotifyAccess=all as its docs
+    say); SIGTERM means "brutal reload", so stop with SIGQUIT; HUP = graceful reload.
+    """
+    bin_dir = f"{spec.venv_path}/bin"
+    extra = list(spec.server_args)
+    if spec.server == "gunicorn":
+        argv = [f"{bin_dir}/gunicorn", "--workers", str(spec.workers)]
+        # With socket activation gunicorn takes LISTEN_FDS and ignores --bind.
+        if not spec.socket:
+            argv += ["--bind", spec.bind]
+        argv += ["--graceful-timeout", str(spec.graceful_timeout)]
+        # gunicorn >= 25.1 opens a control socket in the working directory, which is
+        # read-only under ProtectSystem=strict: keep it in the runtime directory.
+        argv += ["--control-socket", f"{runtime_dir(spec)}/gunicorn.ctl"]
+        if spec.preload:
+            argv.append("--preload")
+        if spec.log_config:
+            argv += ["--log-config-json", spec.log_config]
+        argv += [*extra, str(spec.app)]
+        return ServerUnit(tuple(argv), "notify", reload=True)
+    if spec.server == "uvicorn":
+        argv = [f"{bin_dir}/uvicorn", str(spec.app)]
+        if spec.socket:
+            # The .socket unit passes the listening socket as fd 3 (SD_LISTEN_FDS_START).
+            argv += ["--fd", "3"]
+        else:
+            argv += _listen_args(
+                spec,
+                tcp=["--host", spec.host, "--port", str(spec.port)],
+                unix=["--uds", str(spec.unix_socket)],
+            )
+        if spec.workers >= 2:
+            argv += ["--workers", str(spec.workers)]
+        argv += ["--timeout-graceful-shutdown", str(spec.graceful_timeout)]
+        if spec.log_config:
+            argv += ["--log-config", spec.log_config]
+        argv += extra
+        return ServerUnit(tuple(argv), "exec", reload=spec.reloadable)
+    if spec.server == "uwsgi":
+        argv = [f"{bin_dir}/uwsgi", "--master", "--module", str(spec.app)]
+        # uWSGI adopts an inherited LISTEN_FDS socket whose address matches this one.
+        address = spec.unix_socket if spec.unix_socket else spec.bind
+        argv += ["--http-socket", address]
+        argv += ["--processes", str(spec.workers), "--enable-threads", "--need-app"]
+        if spec.lazy_apps:
+            # Load the app in each worker: threads started at import do not survive
+            # fork, and chain reload loads new code only with lazy-apps.
+            argv.append("--lazy-apps")
+        argv += ["--master-fifo", f"{runtime_dir(spec)}/uwsgi.fifo"]
+        argv += ["--worker-reload-mercy", str(spec.graceful_timeout), "--vacuum"]
+        argv += extra
+        # uWSGI's master, the main process, sends READY=1 itself, so the default
+        # NotifyAccess=main suffices (its docs' NotifyAccess=all costs exposure).
+        return ServerUnit(tuple(argv), "notify", kill_signal="SIGQUIT", reload=True)
+    return ServerUnit(tuple(spec.command), "exec")
+
+
+def environment(spec: AppSpec) -> list[tuple[str, str]]:
+    """Environment= pairs: unbuffered output first, then the spec's own (which may override)."""
+    env: dict[str, str] = {"PYTHONUNBUFFERED": "1"}
+    if spec.log_config and spec.server in ("uwsgi", "command"):
+        # Neither has a logging-config flag: the app applies the file this names.
+        env["OPSKIT_LOG_CONFIG"] = spec.log_config
+    env.update(dict(spec.environment))
+    return list(env.items())
+
+
+def _under(path: str, *roots: str) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
+def hardening(spec: AppSpec) -> tuple[list[tuple[str, str]], list[str]]:
+    """The hardening directives (values already escaped) and notes on what was relaxed and why.
+
+    docs/hardening.md explains every directive. The default profile scores <= 1.0 in
+    ``systemd-analyze security --offline=yes`` (<= 0.5 with socket activation) while
+    leaving out what field experience shows breaks ordinary Python apps: ProcSubset=pid,
+    IPAddressDeny= (databases), and (under socket activation only) the network itself
+    unless --allow-outbound.
+    """
+    h = spec.hardening
+    notes: list[str] = []
+    if h.profile == "off":
+        return [], notes
+    code_paths = [spec.working_directory, spec.venv_path]
+    protect_home = "yes"
+    if h.allow_home:
+        protect_home = "read-only"
+    elif any(_under(p, "/home", "/root", "/run/user") for p in code_paths):
+        protect_home = "read-only"
+        notes.append("ProtectHome=read-only: the code or venv lives under a home directory")
+    private_tmp = True
+    if spec.unix_socket and _under(spec.unix_socket, "/tmp", "/var/tmp"):
+        private_tmp = False
+        notes.append("PrivateTmp= off: the unix socket in /tmp must be visible to the proxy")
+    writable = list(h.writable_paths)
+    if spec.unix_socket and not _under(spec.unix_socket, runtime_dir(spec), "/tmp", "/var/tmp"):
+        parent = spec.unix_socket.rsplit("/", 1)[0] or "/"
+        if parent not in writable:
+            writable.append(parent)
+            notes.append(f"ReadWritePaths={parent}: the server creates its unix socket there")
+
+    d: list[tuple[str, str]] = [("NoNewPrivileges", "yes")]
+    if h.profile == "relaxed":
+        # For apps the default profile breaks: no user namespace, no W^X, no namespace
+        # or IP restrictions, home and /etc readable; still no privileges at all.
+        d += [
+            ("ProtectSystem", "full"),
+            ("ProtectHome", "read-only"),
+            ("PrivateTmp", "yes" if private_tmp else "no"),
+            ("PrivateDevices", "yes"),
+            ("ProtectHostname", "yes"),
+            ("ProtectClock", "yes"),
+            ("ProtectKernelTunables", "yes"),
+            ("ProtectKernelModules", "yes"),
+            ("ProtectKernelLogs", "yes"),
+            ("ProtectControlGroups", "yes"),
+            ("RestrictSUIDSGID", "yes"),
+            ("RestrictRealtime", "yes"),
+            ("LockPersonality", "yes"),
+            ("CapabilityBoundingSet", ""),
+            ("SystemCallArchitectures", "native"),
+            ("SystemCallFilter", "@system-service"),
+            ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"),
+        ]
+    else:
+        d += [
+            ("ProtectSystem", "strict"),
+            ("ProtectHome", protect_home),
+            ("PrivateTmp", "yes" if private_tmp else "no"),
+            ("PrivateDevices", "yes"),
+            ("PrivateMounts", "yes"),
+            ("PrivateUsers", "yes"),
+            ("ProtectHostname", "yes"),
+            ("ProtectClock", "yes"),
+            ("ProtectKernelTunables", "yes"),
+            ("ProtectKernelModules", "yes"),
+            ("ProtectKernelLogs", "yes"),
+            ("ProtectControlGroups", "yes"),
+            ("ProtectProc", "invisible"),
+            ("RestrictNamespaces", "yes"),
+            ("RestrictRealtime", "yes"),
+            ("RestrictSUIDSGID", "yes"),
+            ("LockPersonality", "yes"),
+            ("RemoveIPC", "yes"),
+            ("KeyringMode", "private"),
+            ("DevicePolicy", "closed"),
+            ("CapabilityBoundingSet", ""),
+            ("AmbientCapabilities", ""),
+            ("SystemCallArchitectures", "native"),
+            ("SystemCallFilter", "@system-service"),
+            ("SystemCallFilter", "~@privileged @resources"),
+            ("SystemCallErrorNumber", "EPERM"),
+            ("UMask", "0077"),
+        ]
+        if not h.allow_wx:
+            d.append(("MemoryDenyWriteExecute", "yes"))
+        if spec.socket and not h.allow_outbound:
+            # The .socket unit's listening socket is inherited, so the service itself
+            # needs no network: no interfaces but loopback, no new inet sockets.
+            d += [("PrivateNetwork", "yes"), ("RestrictAddressFamilies", "AF_UNIX")]
+        else:
+            d.append(("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"))
+            if not h.allow_outbound and _loopback_only(spec):
+                # Served on loopback (behind a proxy) or a unix socket: no traffic to
+                # or from other hosts. A remote database needs --allow-outbound.
+                d += [("IPAddressAllow", "localhost"), ("IPAddressDeny", "any")]
+            elif not h.allow_outbound:
+                notes.append("no IPAddressDeny=: the app listens on a non-loopback address")
+    if writable:
+        d.append(("ReadWritePaths", " ".join(systemd_word(p) for p in writable)))
+    return d, notes
+
+
+def _loopback_only(spec: AppSpec) -> bool:
+    if spec.unix_socket:
+        return True
+    if spec.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(spec.host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_socket_spec(spec: AppSpec) -> None:
+    if spec.socket and not spec.unix_socket:
+        try:
+            ipaddress.ip_address(spec.host)
+        except ValueError:
+            raise SpecError(
+                f"host: a .socket unit listens on an IP address, not a host name ({spec.host!r})"
+            ) from None
+
+
+def listen_address(spec: AppSpec) -> str:
+    """The ListenStream= value of the socket unit."""
+    if spec.unix_socket:
+        return spec.unix_socket
+    host = f"[{spec.host}]" if ":" in spec.host else spec.host
+    return f"{host}:{spec.port}"
+
+
+def render_units(spec: AppSpec) -> list[RenderedFile]:
+    """Render NAME.service, and NAME.socket when the spec asks for socket activation."""
+    _check_socket_spec(spec)
+    server = server_unit(spec)
+    directives, notes = hardening(spec)
+    context = {
+        "spec": spec,
+        "server": server,
+        "description": spec.description or f"{spec.name} ({spec.server})",
+        "environment": environment(spec),
+        "hardening": directives,
+        "hardening_notes": notes,
+        "timeout_stop": spec.graceful_timeout + 10,
+        "listen": systemd_value(listen_address(spec)),
+    }
+    files = [RenderedFile(f"{spec.name}.service", render_template("systemd/service.j2", **context))]
+    if spec.socket:
+        files.append(
+            RenderedFile(f"{spec.name}.socket", render_template("systemd/socket.j2", **context))
+        )
+    return files

@@ -1,0 +1,137 @@
+"""The one write step: atomic, never clobbers without --force, reports what it did per file."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TextIO
+
+from opskit.errors import CheckFailed, ConflictError, UsageError
+from opskit.render import RenderedFile
+
+
+class Action(str, Enum):
+    """What the write step does (or would do) to one file."""
+
+    CREATE = "create"
+    IDENTICAL = "identical"
+    OVERWRITE = "overwrite"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One file and what happens to it."""
+
+    file: RenderedFile
+    path: Path
+    action: Action
+
+
+def _existing(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return "\0binary"
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a file") from None
+
+
+def plan(files: Iterable[RenderedFile], directory: Path, *, force: bool) -> list[Planned]:
+    """Compare each file with what is on disk; pure apart from reading."""
+    out = []
+    for file in files:
+        path = directory / file.name
+        old = _existing(path)
+        if old is None:
+            action = Action.CREATE
+        elif old == file.content and (path.stat().st_mode & 0o777) == file.mode:
+            action = Action.IDENTICAL
+        else:
+            action = Action.OVERWRITE if force else Action.CONFLICT
+        out.append(Planned(file, path, action))
+    return out
+
+
+def atomic_write(path: Path, content: str, mode: int) -> None:
+    """Write through a temporary file in the same directory and rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).chmod(mode)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(files: Sequence[RenderedFile], directory: Path, *, force: bool) -> list[Planned]:
+    """Write every file, or none: a conflict anywhere stops the run before the first write."""
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory}: exists and is not a directory")
+    planned = plan(files, directory, force=force)
+    conflicts = [p for p in planned if p.action is Action.CONFLICT]
+    if conflicts:
+        names = ", ".join(str(p.path) for p in conflicts)
+        raise ConflictError(
+            f"{names}: exists and differs; not overwritten (use --force, or --diff)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot create directory: {exc.strerror}") from None
+    for item in planned:
+        if item.action is not Action.IDENTICAL:
+            try:
+                atomic_write(item.path, item.file.content, item.file.mode)
+            except OSError as exc:
+                raise UsageError(f"{item.path}: cannot write: {exc.strerror}") from None
+    return planned
+
+
+def diff(files: Sequence[RenderedFile], directory: Path) -> str:
+    """A unified diff from what is on disk to what would be generated."""
+    chunks: list[str] = []
+    for file in files:
+        path = directory / file.name
+        old = _existing(path) or ""
+        chunks.extend(
+            difflib.unified_diff(
+                old.splitlines(keepends=True),
+                file.content.splitlines(keepends=True),
+                fromfile=str(path) if path.exists() else "/dev/null",
+                tofile=str(path),
+            )
+        )
+    return "".join(chunks)
+
+
+def check(files: Sequence[RenderedFile], directory: Path) -> list[Planned]:
+    """Raise CheckFailed when any file on disk differs from what would be generated."""
+    planned = plan(files, directory, force=False)
+    drift = [p for p in planned if p.action is not Action.IDENTICAL]
+    if drift:
+        names = ", ".join(
+            f"{p.path} ({'missing' if p.action is Action.CREATE else 'differs'})" for p in drift
+        )
+        raise CheckFailed(f"drift: {names}")
+    return planned
+
+
+def to_stream(files: Sequence[RenderedFile], stream: TextIO = sys.stdout) -> None:
+    """Print the files for ``-o -``; with several, a comment line names each."""
+    for file in files:
+        if len(files) > 1:
+            stream.write(f"# {file.name}\n")
+        stream.write(file.content)

@@ -1,0 +1,62 @@
+"""Shared fixtures: run the CLI in-process, find the example app, ask systemd-analyze."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opskit.cli import run
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "opskit" / "example"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run opskit in-process with argv; return its exit code, stdout and stderr."""
+
+    def invoke(*argv: str) -> Result:
+        capsys.readouterr()
+        code = run(list(argv))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+
+def verify(unit: Path) -> str:
+    """Return systemd-analyze verify's stderr for a unit (empty when clean).
+
+    verify exits 0 on warnings, so the stderr is what a test must look at. A missing
+    executable is the one complaint filtered out: golden units name paths of a machine
+    that the test does not build.
+    """
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [
+        line
+        for line in proc.stderr.splitlines()
+        if "is not executable: No such file or directory" not in line
+    ]
+    assert proc.returncode == 0 or not lines, proc.stderr
+    return "\n".join(lines)
