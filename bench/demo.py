@@ -20,8 +20,15 @@ def main() -> int:
     for name in ("demoapp.py", "VERSION", "pyproject.toml"):
         shutil.copy2(EXAMPLE / name, app_dir / name)
     venv = Path(sys.prefix)
-    common = ["--config", str(app_dir / "pyproject.toml"), "--workdir", str(app_dir),
-              "--venv", str(venv), "--force"]
+    common = [
+        "--config",
+        str(app_dir / "pyproject.toml"),
+        "--workdir",
+        str(app_dir),
+        "--venv",
+        str(venv),
+        "--force",
+    ]
     steps = [
         ["systemd", "demoapp", *common, "-o", str(out / "systemd")],
         ["systemd", "demoapp", *common, "--socket", "-o", str(out / "systemd-socket")],
@@ -34,8 +41,12 @@ def main() -> int:
     failed = False
     if analyze:
         for unit in sorted(out.glob("systemd*/*.service")):
-            proc = subprocess.run([analyze, "verify", "--man=no", str(unit)],
-                                  capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                [analyze, "verify", "--man=no", str(unit)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             verdict = "ok" if proc.returncode == 0 and not proc.stderr.strip() else "FAILED"
             failed |= verdict != "ok"
             print(f"verify     {unit.relative_to(out)}: {verdict} {proc.stderr.strip()}")

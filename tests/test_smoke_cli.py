@@ -17,6 +17,6 @@ def test_default_gunicorn_unit_verifies(cli, tmp_path: Path):
     assert result.code == 0, result.err
     unit = tmp_path / "myapp.service"
     text = unit.read_text()
-    assert "\nStartLimitIntervalSec=0\n" in text.split("[Service]")[0]
+    assert "\nStartLimitIntervalSec=0\n" in text.split("\n[Service]\n")[0]
     assert "\nRestart=always\n" in text
     assert verify(unit) == ""
