@@ -82,7 +82,19 @@ def shell_quote(text: str) -> str:
 
 def make_var(text: str) -> str:
     """Escape a value for a Make variable assignment: ``$`` doubled, ``#`` escaped."""
-    return str(text).replace("$", "$$").replace("#", "\\#")
+    text = str(text)
+    if "\n" in text:
+        raise ValueError(f"value cannot be written to a Make variable: {text!r}")
+    text = text.replace("$", "$$")
+    # GNU Make reads "\#" as "#" but "\\#" as "\" then a comment: double the backslashes
+    # in front of a "#". "$()" expands to nothing and guards what Make would otherwise
+    # eat: leading blanks (stripped) and a trailing backslash (a line continuation).
+    text = re.sub(r"(\\*)#", lambda m: m.group(1) * 2 + "\\#", text)
+    if text[:1].isspace():
+        text = "$()" + text
+    if text.endswith("\\"):
+        text += "$()"
+    return text
 
 
 def ini_value(text: str) -> str:
