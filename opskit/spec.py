@@ -13,6 +13,7 @@ SERVERS = ("gunicorn", "uvicorn", "uwsgi", "command")
 PROFILES = ("default", "relaxed", "off")
 LOG_FORMATS = ("plain", "journald", "json")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SUPERVISORS = ("systemd", "pidfile")
 
 # systemd.unit(5) allows ASCII letters, digits, ":", "-", "_", ".", "\\" (and "@" for
 # templates), at most 256 bytes with the suffix. The name also becomes RuntimeDirectory=,
@@ -73,6 +74,11 @@ class AppSpec:
     log_level: str = "INFO"
     loggers: tuple[tuple[str, str], ...] = ()
     smoke: str | None = None
+    # Reload script: who runs the server (systemd, or a pidfile for anything else), and a
+    # file the app reads its version from at import, which the script fills with a deploy id.
+    supervisor: str = "systemd"
+    pidfile: str | None = None
+    deploy_id_file: str | None = None
     hardening: Hardening = field(default_factory=Hardening)
 
     @property
@@ -323,6 +329,11 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         v["loggers"] = tuple((n, _check_level(f"loggers.{n}", lvl)) for n, lvl in pairs)
     if raw.get("smoke") is not None:
         v["smoke"] = _check_text("smoke", raw["smoke"])
+    if "supervisor" in raw:
+        v["supervisor"] = _check_choice("supervisor", raw["supervisor"], SUPERVISORS)
+    for key in ("pidfile", "deploy_id_file"):
+        if raw.get(key) is not None:
+            v[key] = _check_path(key.replace("_", "-"), raw[key])
     if "hardening" in raw:
         hardening = raw["hardening"]
         if not isinstance(hardening, Mapping):
