@@ -35,8 +35,8 @@ unit: $(VENV)/.test  ## the fast tests only
 test: lint typecheck  ## ruff, mypy and the whole suite (real systemd, servers, pip included)
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.test  ## benchmarks; results go to docs/benchmarks.md
-	$(PY) bench/startup.py
+bench: $(VENV)/.test  ## run every bench/bench_*.py; each records its result with --write under docs/benchmarks/
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:  ## remove the venv and build output
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
