@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
@@ -43,6 +44,9 @@ def _existing(path: Path) -> str | None:
         return "\0binary"
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        # e.g. -o FILE/sub: a path component is a file (ENOTDIR), or no permission.
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def plan(files: Iterable[RenderedFile], directory: Path, *, force: bool) -> list[Planned]:
@@ -61,18 +65,30 @@ def plan(files: Iterable[RenderedFile], directory: Path, *, force: bool) -> list
     return out
 
 
-def atomic_write(path: Path, content: str, mode: int) -> None:
-    """Write through a temporary file in the same directory and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _stage(path: Path, content: str, mode: int) -> Path:
+    """Write ``content`` to a new temporary file beside ``path`` and return the temporary."""
+    # A short fixed prefix, not the file's name: a unit name may be 247 characters, and
+    # ".NAME.service.XXXXXXXX.tmp" would pass NAME_MAX (255) and fail with ENAMETOOLONG.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".opskit-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def atomic_write(path: Path, content: str, mode: int) -> None:
+    """Write through a temporary file in the same directory and rename it into place."""
+    tmp = _stage(path, content, mode)
+    try:
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -87,16 +103,30 @@ def write(files: Sequence[RenderedFile], directory: Path, *, force: bool) -> lis
         raise ConflictError(
             f"{names}: exists and differs; not overwritten (use --force, or --diff)"
         )
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{directory}: cannot create directory: {exc.strerror}") from None
-    for item in planned:
-        if item.action is not Action.IDENTICAL:
-            try:
-                atomic_write(item.path, item.file.content, item.file.mode)
-            except OSError as exc:
-                raise UsageError(f"{item.path}: cannot write: {exc.strerror}") from None
+    # Stage every file first and rename only once all are on disk, so a failure part-way
+    # (disk full, a name too long) leaves the old set in place, not half of a new one.
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for item in planned:
+            if item.action is not Action.IDENTICAL:
+                try:
+                    staged.append((_stage(item.path, item.file.content, item.file.mode), item.path))
+                except OSError as exc:
+                    raise UsageError(f"{item.path}: cannot write: {exc.strerror}") from None
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+    for tmp, path in staged:
+        tmp.replace(path)
     return planned
 
 
