@@ -128,7 +128,17 @@ def _check_text(key: str, value: Any, *, allow_empty: bool = False) -> str:
         # characters have no business in any artifact opskit writes.
         if ord(char) < 0x20 or ord(char) == 0x7F:
             raise SpecError(f"{key}: control character {char!r} is not allowed in {value!r}")
+        if _not_unit_text(char):
+            raise SpecError(f"{key}: character {char!r} is not allowed in {value!r}")
     return value
+
+
+def _not_unit_text(char: str) -> bool:
+    # A lone surrogate (undecodable bytes in argv) cannot be written as UTF-8 at all, and
+    # systemd's utf8_is_valid() also refuses Unicode noncharacters (U+FDD0..U+FDEF and
+    # U+xFFFE/U+xFFFF): it drops the whole line ("String is not UTF-8 clean, ignoring").
+    code = ord(char)
+    return 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
 
 
 def _check_path(key: str, value: Any) -> str:
