@@ -16,18 +16,26 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPERVISORS = ("systemd", "pidfile")
 
 # systemd.unit(5) allows ASCII letters, digits, ":", "-", "_", ".", "\\" (and "@" for
-# templates), at most 256 bytes with the suffix. The name also becomes RuntimeDirectory=,
+# templates), at most 255 bytes with the suffix. The name also becomes RuntimeDirectory=,
 # StateDirectory= and SyslogIdentifier=, where ":" means a symlink (systemd >= 250) and "\\"
 # an escape, so opskit accepts the subset that is safe in all of them.
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LONGEST_SUFFIX = len(".service")
+# UNIT_NAME_MAX is 256 including the final NUL: 255 characters with the suffix, which is
+# also NAME_MAX for the file.
+_UNIT_NAME_MAX = 255
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A Python import path with an attribute: "package.module:attribute".
 _APP_PATH = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*(\(.*\))?$"
 )
 _LOGGER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
+# systemd's strict user-name rules (a longer name or a trailing "$" draws a warning from
+# every systemd-analyze verify): at most 31 characters, to fit utmp.
+_USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
+_USER_MAX = 31
+# A unix socket path must fit sockaddr_un.sun_path (108 bytes with the final NUL).
+_SUN_PATH_MAX = 107
 _DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|min)?$")
 
 
@@ -145,7 +153,28 @@ def _check_path(key: str, value: Any) -> str:
     path = _check_text(key, value)
     if not path.startswith("/"):
         raise SpecError(f"{key}: must be an absolute path, got {path!r}")
+    # systemd refuses paths with "." or ".." components ("path is not normalized") and
+    # drops the directive, WorkingDirectory= and ExecStart= fatally.
+    if any(part in (".", "..") for part in path.split("/")):
+        raise SpecError(f"{key}: must not contain '.' or '..' components, got {path!r}")
+    _check_line_end(key, path)
     return path
+
+
+def _check_line_end(key: str, value: str) -> None:
+    # A unit-file line ending in an odd number of backslashes continues on the next line:
+    # "WorkingDirectory=/srv/app\" would swallow the line after it (DynamicUser=yes).
+    if (len(value) - len(value.rstrip("\\"))) % 2:
+        raise SpecError(f"{key}: must not end with a backslash, got {value!r}")
+
+
+def _check_executable(key: str, path: str) -> None:
+    # systemd's string_is_safe() refuses quotes and backslashes in the executable of an
+    # Exec line, however they are quoted ("Executable name contains special characters").
+    if any(c in path for c in "\\\"'"):
+        raise SpecError(f"{key}: systemd refuses quotes or backslashes in {path!r}")
+    if path.endswith("/"):
+        raise SpecError(f"{key}: names a directory, not an executable: {path!r}")
 
 
 def _check_bool(key: str, value: Any) -> bool:
@@ -214,8 +243,10 @@ def check_unit_name(name: Any) -> str:
             f"name: {text!r} is not a valid unit name "
             "(an ASCII letter or digit, then letters, digits, '-', '_', '.')"
         )
-    if len(text) + _LONGEST_SUFFIX > 256:
-        raise SpecError(f"name: at most {256 - _LONGEST_SUFFIX} characters, got {len(text)}")
+    if len(text) + _LONGEST_SUFFIX > _UNIT_NAME_MAX:
+        raise SpecError(
+            f"name: at most {_UNIT_NAME_MAX - _LONGEST_SUFFIX} characters, got {len(text)}"
+        )
     return text
 
 
@@ -274,6 +305,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         if not v.get("command"):
             raise SpecError("command: required when server = 'command'")
         _check_path("command[0] (the executable)", v["command"][0])
+        _check_executable("command[0] (the executable)", v["command"][0])
     elif "app" not in v:
         raise SpecError(
             f"app: required for server = {server!r} (an import path like 'pkg.wsgi:app')"
@@ -281,6 +313,10 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
 
     if raw.get("unix_socket") is not None:
         v["unix_socket"] = _check_path("unix-socket", raw["unix_socket"])
+        if len(v["unix_socket"].encode()) > _SUN_PATH_MAX:
+            raise SpecError(
+                f"unix-socket: at most {_SUN_PATH_MAX} bytes (sun_path), got {v['unix_socket']!r}"
+            )
         v["port"] = None
     else:
         if "port" in raw and raw["port"] is not None:
@@ -295,7 +331,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
     for key in ("user", "group"):
         if raw.get(key) is not None:
             text = _check_text(key, raw[key])
-            if not _USER.match(text):
+            if not _USER.match(text) or len(text) > _USER_MAX:
                 raise SpecError(f"{key}: {text!r} is not a valid user or group name")
             v[key] = text
     if raw.get("group") is not None and raw.get("user") is None:
@@ -326,6 +362,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
             v[key] = _check_bool(key.replace("_", "-"), raw[key])
     if raw.get("description") is not None:
         v["description"] = _check_text("description", raw["description"])
+        _check_line_end("description", v["description"])
     if "server_args" in raw:
         v["server_args"] = _check_str_list("server-args", raw["server_args"])
     if raw.get("log_config") is not None:
@@ -350,6 +387,8 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
             raise SpecError(f"hardening: expected a table, got {hardening!r}")
         v["hardening"] = _build_hardening(hardening)
     spec = AppSpec(**v)
+    if spec.server != "command":
+        _check_executable("venv" if spec.venv else "working-directory", spec.venv_path)
     if spec.socket and spec.server == "command":
         raise SpecError(
             "socket: socket activation needs a server that reads the socket "
