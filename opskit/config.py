@@ -86,17 +86,25 @@ def load_spec(
     for key, value in overrides.items():
         if value is None:
             continue
-        if key == "hardening":
-            merged = dict(raw.get("hardening") or {})
+        if key == "hardening" and isinstance(value, Mapping):
+            base = raw.get("hardening")
+            merged = dict(base) if isinstance(base, Mapping) else {}
             merged.update({k: v for k, v in value.items() if v is not None})
             raw["hardening"] = merged
         elif key == "environment" and isinstance(raw.get("environment"), Mapping):
+            # --env A=1 (a list) and --set environment.A=1 (a table) both add to the file's
+            # table variable by variable instead of replacing it.
             merged_env = dict(raw["environment"])
-            for item in value:
-                name, _, val = item.partition("=")
-                if "=" not in item:
-                    raise SpecError(f"environment: expected NAME=VALUE, got {item!r}")
-                merged_env[name] = val
+            if isinstance(value, Mapping):
+                merged_env.update(value)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    if not isinstance(item, str) or "=" not in item:
+                        raise SpecError(f"environment: expected NAME=VALUE, got {item!r}")
+                    name, _, val = item.partition("=")
+                    merged_env[name] = val
+            else:
+                raise SpecError(f"environment: expected a table of NAME = VALUE, got {value!r}")
             raw["environment"] = merged_env
         else:
             raw[key] = value
