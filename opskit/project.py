@@ -29,8 +29,11 @@ def detect_server(dependencies: list[str]) -> str | None:
 def starter_table(project: dict[str, Any]) -> dict[str, Any]:
     """The starter settings for a project: its name, detected server and a guessed app path."""
     raw_name = str(project.get("name") or "app")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw_name).strip("-.") or "app"
-    module = re.sub(r"[^A-Za-z0-9_]", "_", raw_name.lower())
+    # A unit name starts with a letter or digit; a module name not with a digit.
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw_name).strip("-._") or "app"
+    module = re.sub(r"[^A-Za-z0-9_]", "_", raw_name.lower()).strip("_") or "app"
+    if module[0].isdigit():
+        module = f"_{module}"
     deps = [str(d) for d in project.get("dependencies", [])]
     server = detect_server(deps) or "gunicorn"
     app = f"{module}.asgi:app" if server == "uvicorn" else f"{module}.wsgi:app"
@@ -64,12 +67,16 @@ def init_pyproject(directory: Path, *, force: bool) -> tuple[Path, str]:
     except TOMLKitError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
     tool = doc.get("tool")
+    if tool is not None and not isinstance(tool, dict):
+        raise UsageError(f"{path}: 'tool' must be a table")
+    project = doc.get("project") or {}
+    if not isinstance(project, dict):
+        raise UsageError(f"{path}: 'project' must be a table")
     action = "create"
     if tool is not None and "opskit" in tool:
         if not force:
             raise ConflictError(f"{path}: already has [tool.opskit]; not replaced (use --force)")
         action = "overwrite"
-    project = doc.get("project") or {}
     table = tomlkit.table()
     table.comment("opskit's app spec: docs/configuration.md lists every key")
     for key, value in starter_table(dict(project)).items():
