@@ -22,6 +22,15 @@ class Result:
     err: str
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="Rewrite tests/golden/ from the current generators instead of comparing.",
+    )
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
     """Run opskit in-process with argv; return its exit code, stdout and stderr."""
