@@ -105,7 +105,23 @@ def ini_value(text: str) -> str:
     return text
 
 
+def json_value(value: Any, indent: int | None = None) -> str:
+    """Render a value as JSON (also a valid YAML flow scalar or sequence); never HTML-escaped."""
+    import json
+
+    return json.dumps(value, indent=indent, ensure_ascii=False)
+
+
+def python_literal(value: Any) -> str:
+    """Render plain data (dicts, lists, strings, numbers, booleans) as a Python literal."""
+    import pprint
+
+    return pprint.pformat(value, indent=1, width=88, sort_dicts=False)
+
+
 FILTERS: dict[str, Any] = {
+    "json_value": json_value,
+    "python_literal": python_literal,
     "systemd_value": systemd_value,
     "systemd_word": systemd_word,
     "systemd_exec": systemd_exec,

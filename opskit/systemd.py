@@ -86,6 +86,11 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             argv.append("--lazy-apps")
         argv += ["--master-fifo", f"{runtime_dir(spec)}/uwsgi.fifo"]
         argv += ["--worker-reload-mercy", str(spec.graceful_timeout), "--vacuum"]
+        if spec.log_config:
+            # uWSGI has no Python logging-config option: this module (written next to
+            # the config by `opskit logging init`) applies OPSKIT_LOG_CONFIG in every
+            # process that loads the app, before the app is imported.
+            argv += ["--import", "opskit_logsetup"]
         argv += extra
         # uWSGI's master, the main process, sends READY=1 itself, so the default
         # NotifyAccess=main suffices (its docs' NotifyAccess=all costs exposure).
@@ -99,6 +104,10 @@ def environment(spec: AppSpec) -> list[tuple[str, str]]:
     if spec.log_config and spec.server in ("uwsgi", "command"):
         # Neither has a logging-config flag: the app applies the file this names.
         env["OPSKIT_LOG_CONFIG"] = spec.log_config
+    if spec.log_config:
+        # The config's directory holds opskit_logging (journald formatter, loader), which
+        # the server imports while it applies the config.
+        env["PYTHONPATH"] = spec.log_config.rsplit("/", 1)[0] or "/"
     env.update(dict(spec.environment))
     return list(env.items())
 
