@@ -1,0 +1,180 @@
+"""opskit bundle: every artifact into one directory, reported per file, never clobbered."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opskit.bundle import ARTIFACTS, Origin, render_bundle
+from opskit.errors import OpskitError
+from opskit.render import RenderedFile
+from opskit.spec import build_spec
+from tests.conftest import EXAMPLE, needs_analyze, verify
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    app = tmp_path / "app"
+    app.mkdir()
+    for name in ("demoapp.py", "VERSION", "pyproject.toml"):
+        shutil.copy2(EXAMPLE / name, app / name)
+    return app
+
+
+def bundle(cli, project: Path, out: Path, *extra: str):
+    return cli(
+        "bundle",
+        "demoapp",
+        "--config",
+        str(project / "pyproject.toml"),
+        "--workdir",
+        str(project),
+        "--venv",
+        sys.prefix,
+        "-o",
+        str(out),
+        *extra,
+    )
+
+
+def reported(err: str) -> dict[str, str]:
+    """{file name: action} from the per-file report lines."""
+    actions = {}
+    for line in err.splitlines():
+        action, _, path = line.partition(" ")
+        if action in ("create", "identical", "overwrite"):
+            actions[Path(path.strip()).name] = action
+    return actions
+
+
+def test_every_generator_contributes_a_file():
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
+    names = [f.name for f in render_bundle(spec)]
+    assert "demoapp.service" in names
+    assert "ops.mk" in names
+    assert len(names) == len(set(names))
+    assert len(names) >= len(ARTIFACTS)
+
+
+def test_two_generators_writing_one_file_is_an_error():
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
+
+    def one(spec, origin):
+        return [RenderedFile("same.txt", "a\n")]
+
+    with pytest.raises(OpskitError, match=r"same\.txt: written by both the first and the second"):
+        render_bundle(spec, Origin(), artifacts=[("first", one), ("second", one)])
+
+
+def test_create_identical_overwrite(cli, project: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    first = bundle(cli, project, out)
+    assert first.code == 0, first.err
+    actions = reported(first.err)
+    written = sorted(p.name for p in out.iterdir())
+    assert sorted(actions) == written
+    assert set(actions.values()) == {"create"}
+    assert f"include {out}/ops.mk" in first.err
+
+    second = bundle(cli, project, out)
+    assert second.code == 0, second.err
+    assert set(reported(second.err).values()) == {"identical"}
+
+    # Another worker count changes the unit and nothing else.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    conflict = bundle(cli, project, out, "--set", "workers=3")
+    assert conflict.code == 1
+    assert "demoapp.service" in conflict.err and "exists and differs" in conflict.err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    forced = bundle(cli, project, out, "--set", "workers=3", "--force")
+    assert forced.code == 0, forced.err
+    actions = reported(forced.err)
+    assert actions["demoapp.service"] == "overwrite"
+    # ops.mk records the new override, so ops-check compares against the same spec.
+    assert actions["ops.mk"] == "overwrite"
+    assert "--set workers=3" in (out / "ops.mk").read_text()
+    others = {k: v for k, v in actions.items() if k not in ("demoapp.service", "ops.mk")}
+    assert set(others.values()) <= {"identical"}
+
+
+def test_check_reports_drift(cli, project: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    assert bundle(cli, project, out).code == 0
+    clean = bundle(cli, project, out, "--check")
+    assert clean.code == 0, clean.err
+    unit = out / "demoapp.service"
+    unit.write_text(unit.read_text() + "# edited\n")
+    drift = bundle(cli, project, out, "--check")
+    assert drift.code == 1
+    assert "drift" in drift.err and "demoapp.service (differs)" in drift.err
+
+
+def test_bad_input_writes_nothing(cli, project: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    result = bundle(cli, project, out, "--set", "port=0")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "port" in result.err
+    assert "Traceback" not in result.err
+    assert not out.exists()
+
+
+def test_stdout_mode_names_each_file(project: Path):
+    # A real process: write.to_stream binds sys.stdout when it is imported, which an
+    # in-process capture cannot see.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "opskit",
+            "bundle",
+            "demoapp",
+            "--config",
+            str(project / "pyproject.toml"),
+            "-o",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "# demoapp.service\n" in proc.stdout
+    assert "# ops.mk\n" in proc.stdout
+
+
+@needs_analyze
+def test_artifacts_are_valid(cli, project: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    assert bundle(cli, project, out, "--set", "socket=true").code == 0
+    assert verify(out / "demoapp.service") == ""
+    assert verify(out / "demoapp.socket") == ""
+    for config in out.glob("*.json"):
+        # The logging config loads in a fresh interpreter, with the bundle's helper
+        # modules importable as the unit arranges (PYTHONPATH).
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json, logging.config, sys; "
+                "logging.config.dictConfig(json.load(open(sys.argv[1])))",
+                str(config),
+            ],
+            env={**os.environ, "PYTHONPATH": str(out)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        json.loads(config.read_text())
+    for script in out.glob("*.sh"):
+        assert os.access(script, os.X_OK)
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
