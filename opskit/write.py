@@ -125,8 +125,23 @@ def write(files: Sequence[RenderedFile], directory: Path, *, force: bool) -> lis
             with contextlib.suppress(OSError):
                 directory.rmdir()
         raise
-    for tmp, path in staged:
-        tmp.replace(path)
+    existing = {p.path for p in planned if p.action is not Action.CREATE}
+    for index, (tmp, path) in enumerate(staged):
+        try:
+            tmp.replace(path)
+        except OSError as exc:
+            for left, _ in staged[index:]:
+                left.unlink(missing_ok=True)
+            # Files this run created are taken back; a rename into the same directory
+            # fails in practice only on a name the file system refuses, before any
+            # existing file was replaced.
+            for _, done in staged[:index]:
+                if done not in existing:
+                    done.unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
     return planned
 
 
