@@ -1,3 +1,162 @@
 """Commands: opskit upgrade (registered on the shared app)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opskit.cli_options import ConfigOpt, app, say
+
+if TYPE_CHECKING:
+    from opskit.spec import AppSpec
+
+
+def _project(config: Path | None) -> tuple[AppSpec | None, Path]:
+    """The spec and the project directory: the config file's, or the current one without."""
+    from opskit.cli_options import load
+    from opskit.config import find_config
+
+    source = config if config is not None else find_config(Path.cwd())
+    if source is None:
+        return None, Path.cwd()
+    return load(None, source), source.resolve().parent
+
+
+def _python(given: str | None, spec: AppSpec | None) -> str:
+    """--python, else the spec's venv, else the interpreter running opskit."""
+    import sys
+
+    from opskit.errors import UsageError
+
+    if given is not None:
+        # Absolute but not resolved: a venv's bin/python is a symlink to the base
+        # interpreter, and resolving it would step out of the venv.
+        path = Path(given).absolute()
+        if not path.is_file():
+            raise UsageError(f"--python {given}: no such file")
+        return str(path)
+    if spec is not None:
+        if not Path(spec.python).is_file():
+            raise UsageError(f"{spec.python} (the spec's venv) does not exist; give --python PATH")
+        return spec.python
+    return sys.executable
+
+
+@app.command()
+def upgrade(
+    requirements: Annotated[
+        list[str],
+        typer.Argument(help="Exact pins, NAME==VERSION, one or more.", show_default=False),
+    ],
+    *,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python",
+            help="Interpreter of the environment [the spec's venv, else this Python].",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan and commands; exit 1 if it would change."),
+    ] = False,
+    smoke: Annotated[
+        str | None,
+        typer.Option(
+            "--smoke",
+            help="Command that must succeed afterwards, e.g. \"python -c 'import myapp'\" "
+            "[the spec's smoke; '' for none].",
+        ),
+    ] = None,
+    no_rollback: Annotated[
+        bool, typer.Option("--no-rollback", help="On failure, leave the environment as it is.")
+    ] = False,
+    no_lock: Annotated[
+        bool, typer.Option("--no-lock", help="Leave requirements.txt (pip-tools) alone.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the outcome as JSON on stdout, no progress.")
+    ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            "--history",
+            help="JSON-lines file to append to [VENV/opskit/upgrade-history.jsonl].",
+            dir_okay=False,
+        ),
+    ] = None,
+    find_links: Annotated[
+        list[str] | None,
+        typer.Option("--find-links", "-f", help="Also look for wheels here; repeatable."),
+    ] = None,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Use --find-links only, no package index.")
+    ] = False,
+) -> None:
+    """Upgrade packages to exact pins, verified, and restore the old ones on any failure.
+
+    Runs pip install --no-deps --force-reinstall, then pip check and the smoke command;
+    snapshots the replaced packages first (they may be on no index) and restores them
+    offline when a step fails. Updates requirements.txt where pip-tools pins the project.
+    Exit codes: 0 done (or nothing to do), 1 failed (restored unless --no-rollback),
+    2 bad input, 130 interrupted; with --dry-run 1 means something would change.
+    """
+    import json
+
+    from opskit import upgrade as core
+
+    pins = core.parse_pins(requirements)
+    spec, project = _project(config)
+    target = _python(python, spec)
+    command = smoke if smoke is not None else (spec.smoke if spec is not None else None)
+    smoke_argv = tuple(core.smoke_argv(command)) if command else None
+    index_args: list[str] = ["--no-index"] if no_index else []
+    for link in find_links or []:
+        index_args += ["--find-links", str(Path(link).absolute())]
+    request = core.UpgradeRequest(
+        pins=pins,
+        python=target,
+        smoke=smoke_argv,
+        smoke_cwd=str(project),
+        rollback=not no_rollback,
+        lock=None if no_lock else core.find_lock(project),
+        history=history,
+        pip_args=tuple(index_args),
+    )
+    runner = core.SubprocessRunner(notify=lambda message: say(f"{'':<10} {message}"))
+
+    if dry_run:
+        _, plan = core.plan_upgrade(request, runner=runner)
+        outcome = core.Outcome("dry-run", target, plan)
+        if plan.changed:
+            outcome.commands = core.dry_run_commands(request, plan)
+        if json_out:
+            typer.echo(json.dumps(outcome.as_dict(), indent=2))
+        else:
+            for change in plan.changes:
+                typer.echo(f"plan       {change.describe()}")
+            for argv in outcome.commands:
+                typer.echo(f"would run  {core.shown(argv)}")
+        # pip-tools' convention: a dry run that finds work exits 1, so CI can gate on it.
+        if plan.changed:
+            raise typer.Exit(1)
+        return
+
+    def progress(step: str, message: str) -> None:
+        say(f"{step:<10} {message}")
+
+    try:
+        outcome = core.run_upgrade(
+            request,
+            runner=runner,
+            progress=core.no_progress if json_out else progress,
+        )
+    except core.UpgradeFailed as exc:
+        if json_out:
+            typer.echo(json.dumps(exc.outcome.as_dict(), indent=2))
+        raise
+    if json_out:
+        typer.echo(json.dumps(outcome.as_dict(), indent=2))

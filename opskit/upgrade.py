@@ -1,0 +1,1206 @@
+"""``opskit upgrade``: plan exact-pin upgrades, snapshot, install, verify, and restore on failure.
+
+The planning half (parsing pins, reading the installed set, building the plan, parsing
+``pip check``) is pure. The side effects live in the functions named for them
+(``snapshot_packages``, ``install_packages``, ``pip_check``, ``run_smoke``,
+``restore_snapshot``, ``prepare_lock``/``commit_lock``, ``append_history``), each running
+its commands as argument lists through an explicit runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from opskit.errors import OperationFailed, UsageError
+
+#: ``pip`` flags on every call: no version check against an index, never a prompt.
+PIP_QUIET = ("--disable-pip-version-check", "--no-input")
+#: How long a smoke command may run before it counts as failed.
+SMOKE_TIMEOUT = 300.0
+#: Snapshots of successful upgrades kept for a manual roll-back; older ones are pruned.
+KEEP_SNAPSHOTS = 5
+#: Exit code after an interrupt (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+Progress = Callable[[str, str], None]
+
+
+def no_progress(step: str, message: str) -> None:
+    """Discard progress; the default for callers that only want the outcome."""
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class UpgradeFailed(OperationFailed):
+    """Raised when a step of an upgrade fails; carries the outcome (restored or not)."""
+
+    def __init__(self, message: str, outcome: Outcome) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class UpgradeInterrupted(UpgradeFailed):
+    """Raised when Ctrl-C stops an upgrade; the environment was restored first if it changed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+# --- running commands -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command left: its argv, exit code and output."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command exited 0."""
+        return self.returncode == 0
+
+    def tail(self, lines: int = 1) -> str:
+        """The last non-empty lines of its output (stderr first), for a one-line reason."""
+        text = [ln.strip() for ln in (self.stderr + "\n" + self.stdout).splitlines()]
+        found = [ln for ln in text if ln and not ln.startswith("WARNING:")]
+        return " | ".join(found[-lines:]) if found else f"exit code {self.returncode}"
+
+
+class Runner(Protocol):
+    """Runs one command given as an argument list and returns what it left."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> Completed: ...
+
+
+class SubprocessRunner:
+    """Run commands for real, shielded from the terminal's Ctrl-C.
+
+    Each child gets its own session, so a Ctrl-C at the terminal reaches opskit only.
+    On the first one opskit lets the child finish (an interrupted ``pip install`` can
+    leave a package half uninstalled) and then raises KeyboardInterrupt, so the caller
+    restores from a known state. A second Ctrl-C is passed on to the child.
+    """
+
+    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
+        """Keep the callback that tells the user why opskit is still waiting."""
+        self.notify = notify or (lambda message: None)
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        """Run ``argv`` (never through a shell) and wait for it."""
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return Completed(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc.strerror}")
+        interrupts = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                out, err = proc.communicate(timeout=left)
+                break
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                out, err = proc.communicate()
+                err += f"\ntimed out after {timeout:g} s"
+                break
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    self.notify(f"interrupted: waiting for {_short(argv)} to finish")
+                else:
+                    self.notify(f"interrupted again: stopping {_short(argv)}")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGINT)
+        if interrupts:
+            raise KeyboardInterrupt
+        return Completed(tuple(argv), proc.returncode, out, err)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _short(argv: Sequence[str]) -> str:
+    words = list(argv)
+    if len(words) > 2 and words[1] == "-m":
+        return f"{words[2]} {words[3]}" if len(words) > 3 else words[2]
+    return Path(words[0]).name
+
+
+@contextlib.contextmanager
+def sigint_deferred(notify: Callable[[str], None]) -> Iterator[None]:
+    """Hold Ctrl-C off while the snapshot is restored: stopping half way is the worst case."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        notify("interrupt ignored: restoring the snapshot first")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def shown(argv: Sequence[str]) -> str:
+    """An argument list as a line a user can paste into a POSIX shell."""
+    return shlex.join(argv)
+
+
+# --- requirements -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One requested package at one exact version, its name normalised (PEP 503)."""
+
+    name: str
+    version: str
+
+    @property
+    def requirement(self) -> str:
+        """The requirement as pip gets it."""
+        return f"{self.name}=={self.version}"
+
+
+def parse_pins(texts: Sequence[str]) -> tuple[Pin, ...]:
+    """Validate requirements as exact pins ``NAME==VERSION``; UsageError names the bad one."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+
+    if not texts:
+        raise UsageError("give at least one requirement, e.g. 'mypkg==1.2'")
+    pins: dict[str, Pin] = {}
+    for text in texts:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            reason = str(exc).splitlines()[0]
+            raise UsageError(f"{text!r}: not a valid requirement ({reason})") from None
+        if req.url:
+            raise UsageError(f"{text!r}: a URL is not a pin; give NAME==VERSION")
+        if req.marker is not None:
+            raise UsageError(f"{text!r}: markers are not supported; give NAME==VERSION")
+        if req.extras:
+            # --no-deps installs no extra's dependencies, so the extra would be a promise
+            # the upgrade does not keep.
+            raise UsageError(f"{text!r}: extras are not installed with --no-deps; drop them")
+        specs = list(req.specifier)
+        if len(specs) != 1 or specs[0].operator != "==":
+            raise UsageError(f"{text!r}: must be an exact pin NAME==VERSION")
+        version = specs[0].version
+        if version.endswith(".*"):
+            raise UsageError(f"{text!r}: a wildcard is not an exact pin; give the full version")
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise UsageError(f"{text!r}: {version!r} is not a valid version") from None
+        name = canonicalize_name(req.name)
+        if name == "pip":
+            raise UsageError(f"{text!r}: not for pip itself (pip is what restores the rest)")
+        if name in pins:
+            raise UsageError(f"{text!r}: {name} is given twice")
+        pins[name] = Pin(name, version)
+    return tuple(pins.values())
+
+
+# --- the environment ----------------------------------------------------------------------
+
+# Runs inside the target interpreter: where it installs, and where each requested
+# distribution lives. importlib.metadata finds the distribution an import would find.
+_INSPECT = """\
+import importlib.metadata as md, importlib.util, json, re, sys, sysconfig
+def canon(n):
+    return re.sub(r"[-_.]+", "-", n).lower()
+names = set(json.loads(sys.argv[1]))
+found = {}
+for d in md.distributions():
+    n = canon(d.metadata["Name"] or "")
+    if n in names and n not in found:
+        found[n] = {"version": d.version, "path": str(getattr(d, "_path", ""))}
+paths = sysconfig.get_paths()
+print(json.dumps({
+    "prefix": sys.prefix,
+    "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+    "version": "%d.%d.%d" % sys.version_info[:3],
+    "scripts": paths["scripts"],
+    "purelib": paths["purelib"],
+    "platlib": paths["platlib"],
+    "pip": importlib.util.find_spec("pip") is not None,
+    "installed": found,
+}))
+"""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One installed distribution: its version and its .dist-info directory."""
+
+    name: str
+    version: str
+    dist_info: str
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The target interpreter as pip sees it, and the requested packages installed in it."""
+
+    python: str
+    prefix: str
+    base_prefix: str
+    version: str
+    scripts: str
+    purelib: str
+    platlib: str
+    has_pip: bool
+    installed: Mapping[str, Installed]
+
+    @property
+    def is_venv(self) -> bool:
+        """Whether the interpreter runs in a virtual environment."""
+        return self.prefix != self.base_prefix
+
+
+def read_environment(python: str, names: Sequence[str], *, runner: Runner) -> Environment:
+    """Ask the target interpreter where it installs and which of ``names`` it has."""
+    result = runner([python, "-c", _INSPECT, json.dumps(sorted(names))])
+    try:
+        data = json.loads(result.stdout) if result.ok else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UsageError(f"--python {python}: not a working Python interpreter ({result.tail()})")
+    installed = {
+        name: Installed(name, str(item["version"]), str(item["path"]))
+        for name, item in data["installed"].items()
+    }
+    return Environment(
+        python=python,
+        prefix=str(data["prefix"]),
+        base_prefix=str(data["base_prefix"]),
+        version=str(data["version"]),
+        scripts=str(data["scripts"]),
+        purelib=str(data["purelib"]),
+        platlib=str(data["platlib"]),
+        has_pip=bool(data["pip"]),
+        installed=installed,
+    )
+
+
+def installed_versions(env: Environment, names: Sequence[str]) -> dict[str, str | None]:
+    """The version of each name in ``env`` (None when absent)."""
+    return {n: (env.installed[n].version if n in env.installed else None) for n in names}
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """What happens to one package: install, upgrade, downgrade or unchanged."""
+
+    name: str
+    old: str | None
+    new: str
+    action: str
+
+    def describe(self) -> str:
+        """``name old -> new (action)`` for the screen."""
+        if self.action == "unchanged":
+            return f"{self.name} {self.new} (unchanged)"
+        return f"{self.name} {self.old or '(not installed)'} -> {self.new} ({self.action})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every requested package and what happens to it; pure data."""
+
+    python: str
+    changes: tuple[Change, ...]
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        """The changes that need pip (not already at the requested version)."""
+        return tuple(c for c in self.changes if c.action != "unchanged")
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything would change."""
+        return bool(self.pending)
+
+    @property
+    def pins(self) -> tuple[Pin, ...]:
+        """The pins pip installs."""
+        return tuple(Pin(c.name, c.new) for c in self.pending)
+
+
+def build_plan(pins: Sequence[Pin], env: Environment) -> Plan:
+    """Compare each pin with the installed version; pure."""
+    from packaging.version import InvalidVersion, Version
+
+    changes = []
+    for pin in pins:
+        have = env.installed.get(pin.name)
+        if have is None:
+            action = "install"
+        else:
+            try:
+                old, new = Version(have.version), Version(pin.version)
+                action = "unchanged" if old == new else "upgrade" if new > old else "downgrade"
+            except InvalidVersion:
+                # A legacy version string installed long ago: only equality is meaningful.
+                action = "unchanged" if have.version == pin.version else "upgrade"
+        changes.append(Change(pin.name, have.version if have else None, pin.version, action))
+    return Plan(env.python, tuple(changes))
+
+
+def pip_install_argv(python: str, pins: Sequence[Pin], pip_args: Sequence[str] = ()) -> list[str]:
+    """The one install command: exact pins, no dependency changes, reinstalled in place."""
+    # --no-deps: without it --force-reinstall re-resolves and may upgrade the whole
+    # dependency closure; it also skips pip's conflict check, hence pip check after.
+    return [
+        python,
+        "-m",
+        "pip",
+        "install",
+        *PIP_QUIET,
+        "--no-deps",
+        "--force-reinstall",
+        *pip_args,
+        *(p.requirement for p in pins),
+    ]
+
+
+def pip_check_argv(python: str) -> list[str]:
+    """The verification command."""
+    return [python, "-m", "pip", "check", *PIP_QUIET]
+
+
+# --- pip check ----------------------------------------------------------------------------
+
+_CONFLICT = re.compile(
+    r"^(?P<pkg>\S+) (?P<ver>\S+) has requirement (?P<req>.+), but you have "
+    r"(?P<dep>\S+) (?P<have>\S+?)\.?$"
+)
+_MISSING = re.compile(
+    r"^(?P<pkg>\S+) (?P<ver>\S+) requires (?P<dep>\S+), which is not installed\.?$"
+)
+_UNSUPPORTED = re.compile(r"^(?P<pkg>\S+) (?P<ver>\S+) is not supported on this platform\.?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One line of ``pip check``, parsed: a conflict, a missing or an unsupported package."""
+
+    kind: str
+    package: str
+    version: str
+    line: str
+    dependency: str | None = None
+    requirement: str | None = None
+    installed: str | None = None
+
+    def involves(self, names: Sequence[str]) -> bool:
+        """Whether the problem may come from ``names``: it names one, or cannot be read."""
+        if self.kind == "other":
+            return True
+        return self.package in names or (self.dependency is not None and self.dependency in names)
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The problem as JSON-ready data."""
+        return {
+            "kind": self.kind,
+            "package": self.package,
+            "version": self.version,
+            "dependency": self.dependency,
+            "requirement": self.requirement,
+            "installed": self.installed,
+            "line": self.line,
+        }
+
+
+def parse_pip_check(text: str) -> list[Problem]:
+    """Parse ``pip check``'s output into problems; an unknown line is kept as kind "other"."""
+    from packaging.utils import canonicalize_name
+
+    problems = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("No broken requirements") or line.startswith("WARNING"):
+            continue
+        if m := _CONFLICT.match(line):
+            problems.append(
+                Problem(
+                    "conflict",
+                    canonicalize_name(m["pkg"]),
+                    m["ver"],
+                    line,
+                    dependency=canonicalize_name(m["dep"]),
+                    requirement=m["req"],
+                    installed=m["have"],
+                )
+            )
+        elif m := _MISSING.match(line):
+            problems.append(
+                Problem(
+                    "missing",
+                    canonicalize_name(m["pkg"]),
+                    m["ver"],
+                    line,
+                    dependency=canonicalize_name(m["dep"]),
+                )
+            )
+        elif m := _UNSUPPORTED.match(line):
+            problems.append(Problem("unsupported", canonicalize_name(m["pkg"]), m["ver"], line))
+        else:
+            problems.append(Problem("other", "", "", line))
+    return problems
+
+
+def pip_check(python: str, *, runner: Runner | None = None) -> list[Problem]:
+    """Run ``pip check`` in ``python``'s environment; the parsed problems, [] when clean.
+
+    Raises OperationFailed when pip itself cannot run (no pip, a broken interpreter).
+    """
+    result = (runner or SubprocessRunner())(pip_check_argv(python))
+    if result.ok:
+        return []
+    problems = parse_pip_check(result.stdout)
+    if result.returncode != 1 or not problems:
+        raise OperationFailed(f"pip check did not run in {python}: {result.tail()}")
+    return problems
+
+
+# --- the snapshot: installed distributions rebuilt as wheels --------------------------------
+#
+# pip cannot export an installed distribution, and the old version may be on no index.
+# The snapshot rebuilds a wheel from the files its RECORD lists plus its .dist-info, so
+# a restore is an ordinary offline ``pip install --no-deps --force-reinstall WHEEL``:
+# pip removes whatever is there now, regenerates console scripts from entry_points.txt
+# and recompiles bytecode, and the same command is the manual recovery.
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One package as it was before: its version and the rebuilt wheel (None: was absent)."""
+
+    name: str
+    version: str | None
+    wheel: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The packages an upgrade replaces, as they were, and where their wheels are."""
+
+    directory: str
+    saved: tuple[Saved, ...]
+
+    @property
+    def wheels(self) -> list[str]:
+        """The rebuilt wheels to reinstall."""
+        return [s.wheel for s in self.saved if s.wheel]
+
+    @property
+    def pins(self) -> list[str]:
+        """The saved packages as exact pins, to find among the wheels."""
+        return [f"{s.name}=={s.version}" for s in self.saved if s.wheel]
+
+    @property
+    def absent(self) -> list[str]:
+        """The packages that were not installed, to remove again."""
+        return [s.name for s in self.saved if s.version is None]
+
+    def versions(self) -> dict[str, str | None]:
+        """The versions to restore, per package."""
+        return {s.name: s.version for s in self.saved}
+
+
+def _record_hash(digest: bytes) -> str:
+    return "sha256=" + urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _wheel_tags(wheel_text: str) -> str:
+    tags = [ln.split(":", 1)[1].strip() for ln in wheel_text.splitlines() if ln.startswith("Tag:")]
+    if not tags:
+        return "py3-none-any"
+    parts = [t.split("-") for t in tags if t.count("-") == 2]
+    if not parts:
+        return "py3-none-any"
+    # The compressed tag set of a wheel file name (PEP 425): each part dot-joined.
+    return "-".join(".".join(dict.fromkeys(p[i] for p in parts)) for i in range(3))
+
+
+def _console_scripts(dist_info: Path) -> set[str]:
+    from importlib.metadata import PathDistribution
+
+    eps = PathDistribution(dist_info).entry_points
+    return {ep.name for ep in eps if ep.group in ("console_scripts", "gui_scripts")}
+
+
+def _within(path: str, base: str) -> str | None:
+    rel = os.path.relpath(path, base)
+    return None if rel == ".." or rel.startswith("../") or Path(rel).is_absolute() else rel
+
+
+def wheel_from_installed(installed: Installed, env: Environment, directory: Path) -> Path:
+    """Rebuild the wheel of an installed distribution from its RECORD; return its path.
+
+    Files under site-packages go in as they are; other files of the environment (scripts
+    that are not entry points, data files, headers) go under ``.data/data/`` relative to
+    the prefix, so pip puts the same bytes back at the same path. Console scripts are
+    left out: pip writes them again from entry_points.txt. Bytecode is left out: pip
+    compiles it again. Raises OperationFailed when the distribution cannot be rebuilt.
+    """
+    dist_info = Path(installed.dist_info)
+    record = dist_info / "RECORD"
+    if dist_info.suffix != ".dist-info" or not record.is_file():
+        raise OperationFailed(
+            f"cannot snapshot {installed.name} {installed.version}: it has no RECORD "
+            f"(installed without pip?); reinstall it with pip first"
+        )
+    location = dist_info.parent
+    # Locations as the interpreter reports them may differ from the real paths (symlinks).
+    prefix = os.path.realpath(env.prefix)
+    scripts = os.path.realpath(env.scripts)
+    site_dirs = {os.path.realpath(env.purelib), os.path.realpath(env.platlib)}
+    if os.path.realpath(location) not in site_dirs and _within(str(location), prefix) is None:
+        raise OperationFailed(
+            f"cannot snapshot {installed.name}: installed outside the environment ({location})"
+        )
+    entry_points = _console_scripts(dist_info)
+    wheel_meta = (dist_info / "WHEEL").read_text(encoding="utf-8", errors="replace")
+    dist_name = dist_info.name[: -len(".dist-info")]
+    data_dir = f"{dist_name}.data"
+    # pip writes these three again on install. direct_url.json stays: it is what makes
+    # pip freeze show the package as installed from a URL or a path, as before.
+    skip_meta = {"RECORD", "INSTALLER", "REQUESTED"}
+    members: list[tuple[str, Path]] = []
+    with record.open(encoding="utf-8", newline="") as handle:
+        for row in csv.reader(handle):
+            if not row or not row[0]:
+                continue
+            rel = row[0]
+            source = Path(os.path.normpath(location / rel))
+            if source.suffix == ".pyc" or "__pycache__" in source.parts:
+                continue
+            if source.parent == dist_info and source.name in skip_meta:
+                continue
+            if not source.is_file():
+                # A file gone already is also gone after the restore: no difference.
+                continue
+            inside = _within(str(source), str(location))
+            if inside is not None:
+                members.append((inside.replace(os.sep, "/"), source))
+                continue
+            real = os.path.realpath(source)
+            if str(Path(real).parent) == scripts and source.name in entry_points:
+                continue
+            under = _within(real, prefix)
+            if under is None:
+                raise OperationFailed(
+                    f"cannot snapshot {installed.name}: {rel} lies outside the environment"
+                )
+            members.append((f"{data_dir}/data/{under.replace(os.sep, '/')}", source))
+    tags = _wheel_tags(wheel_meta)
+    filename = f"{dist_name.split('-')[0]}-{installed.version.replace('-', '_')}-{tags}.whl"
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / filename
+    lines: list[list[str]] = []
+    # Stored, not deflated: the snapshot is read back once, locally, and compressing a
+    # large package (numpy, torch) would cost more than every other step together.
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+        for arcname, source in members:
+            info = zipfile.ZipInfo.from_file(source, arcname)
+            digest = hashlib.sha256()
+            size = 0
+            with source.open("rb") as src, archive.open(info, "w") as dst:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+            lines.append([arcname, _record_hash(digest.digest()), str(size)])
+        record_name = f"{dist_info.name}/RECORD"
+        lines.append([record_name, "", ""])
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(lines)
+        archive.writestr(record_name, buffer.getvalue())
+    return target
+
+
+def snapshot_packages(plan: Plan, env: Environment, directory: Path) -> Snapshot:
+    """Save every package the plan replaces as a wheel in ``directory`` (writes files)."""
+    saved = []
+    for change in plan.pending:
+        have = env.installed.get(change.name)
+        if have is None:
+            saved.append(Saved(change.name, None, None))
+        else:
+            wheel = wheel_from_installed(have, env, directory)
+            saved.append(Saved(change.name, have.version, str(wheel)))
+    return Snapshot(str(directory), tuple(saved))
+
+
+def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
+    """The commands that put the snapshot back, offline; also the manual recovery.
+
+    The wheels are found by name in the snapshot directory rather than given as paths:
+    pip records a path install in direct_url.json, and pip freeze would then show the
+    package as installed from the (soon deleted) snapshot.
+    """
+    argvs = []
+    if snapshot.absent:
+        argvs.append([python, "-m", "pip", "uninstall", *PIP_QUIET, "--yes", *snapshot.absent])
+    if snapshot.wheels:
+        argvs.append(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                *PIP_QUIET,
+                "--no-deps",
+                "--force-reinstall",
+                "--no-index",
+                "--find-links",
+                snapshot.directory,
+                *snapshot.pins,
+            ]
+        )
+    return argvs
+
+
+def restore_snapshot(python: str, snapshot: Snapshot, *, runner: Runner) -> list[Completed]:
+    """Put every saved package back as it was (removing those that were absent)."""
+    return [runner(argv) for argv in restore_argvs(python, snapshot)]
+
+
+# --- install and smoke --------------------------------------------------------------------
+
+
+def install_packages(
+    python: str, pins: Sequence[Pin], pip_args: Sequence[str], *, runner: Runner
+) -> Completed:
+    """Run the one pip install of the plan."""
+    return runner(pip_install_argv(python, pins, pip_args))
+
+
+def smoke_argv(command: str) -> list[str]:
+    """Split a smoke command line like a shell would (no shell runs it); UsageError if bad."""
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"--smoke: cannot split {command!r}: {exc}") from None
+    if not argv:
+        raise UsageError("--smoke: empty command")
+    return argv
+
+
+def smoke_environ(env: Environment, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The smoke command's environment: the target's bin first on PATH, as if activated."""
+    out = dict(os.environ if base is None else base)
+    out.pop("PYTHONHOME", None)
+    bindir = str(Path(env.python).parent)
+    out["PATH"] = os.pathsep.join([bindir, out.get("PATH", os.defpath)])
+    if env.is_venv:
+        out["VIRTUAL_ENV"] = env.prefix
+    return out
+
+
+def check_smoke(argv: Sequence[str], env: Environment) -> None:
+    """Fail early, before any change, when the smoke command's program cannot be found."""
+    path = smoke_environ(env)["PATH"]
+    if shutil.which(argv[0], path=path) is None:
+        raise UsageError(f"--smoke: {argv[0]!r} not found (looked on {env.python}'s PATH)")
+
+
+def run_smoke(
+    argv: Sequence[str], env: Environment, cwd: str | None, *, runner: Runner
+) -> Completed:
+    """Run the smoke command against the upgraded environment."""
+    return runner(argv, env=smoke_environ(env), cwd=cwd, timeout=SMOKE_TIMEOUT)
+
+
+# --- the lock file (pip-tools) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockFiles:
+    """A pip-tools pair: requirements.in and the requirements.txt compiled from it."""
+
+    directory: str
+    source: str = "requirements.in"
+    output: str = "requirements.txt"
+
+    @property
+    def output_path(self) -> Path:
+        """The lock file."""
+        return Path(self.directory) / self.output
+
+
+def find_lock(directory: Path) -> LockFiles | None:
+    """The pip-tools pair in ``directory``, or None when the project does not pin that way."""
+    if (directory / "requirements.in").is_file() and (directory / "requirements.txt").is_file():
+        return LockFiles(str(directory))
+    return None
+
+
+def _header_command(text: str) -> str | None:
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# by the following command:"):
+            for follow in lines[i + 1 : i + 4]:
+                command = follow.lstrip("#").strip()
+                if command:
+                    return command
+    return None
+
+
+def lock_argv(
+    lock: LockFiles,
+    pins: Sequence[Pin],
+    output: str,
+    index_args: Sequence[str],
+    *,
+    header: bool = True,
+) -> list[str]:
+    """pip-compile moving only the upgraded pins, writing to ``output``.
+
+    pip-tools runs from opskit's own environment (it is a dependency of opskit), as a
+    subprocess: it uses pip internals that change between pip releases.
+    """
+    upgrades = [arg for pin in pins for arg in ("--upgrade-package", pin.requirement)]
+    # Find-links given for this run are where the wheels are today, not part of the lock.
+    emit = ["--no-emit-find-links"] if "--find-links" in index_args else []
+    return [
+        sys.executable,
+        "-m",
+        "piptools",
+        "compile",
+        "--quiet",
+        *([] if header else ["--no-header"]),
+        *upgrades,
+        *index_args,
+        *emit,
+        "--output-file",
+        output,
+        lock.source,
+    ]
+
+
+def prepare_lock(
+    lock: LockFiles, pins: Sequence[Pin], index_args: Sequence[str], *, runner: Runner
+) -> Path:
+    """Compile the new lock into a temporary file beside it (writes it); return its path.
+
+    pip-compile keeps the other pins by reading them from its output file, so it works
+    on a copy, which ``commit_lock`` renames into place only after the upgrade succeeded.
+    """
+    target = lock.output_path
+    temp = target.with_name(f".{target.name}.opskit-{os.getpid()}")
+    shutil.copy2(target, temp)
+    env = dict(os.environ)
+    text = target.read_text(encoding="utf-8", errors="replace")
+    header = _header_command(text)
+    if header is not None:
+        # The header names the command that made the file; keep it rather than show the
+        # temporary file's name.
+        env["CUSTOM_COMPILE_COMMAND"] = header
+    has_header = "autogenerated by pip-compile" in text
+    argv = lock_argv(lock, pins, temp.name, index_args, header=has_header)
+    result = runner(argv, env=env, cwd=lock.directory)
+    if not result.ok:
+        temp.unlink(missing_ok=True)
+        raise OperationFailed(
+            f"pip-compile could not pin {', '.join(p.requirement for p in pins)} in "
+            f"{lock.output}: {result.tail()} (nothing changed; --no-lock skips the lock file)"
+        )
+    pinned = _pinned(temp.read_text(encoding="utf-8", errors="replace"))
+    for pin in pins:
+        if pin.name in pinned and pinned[pin.name] != pin.version:
+            temp.unlink(missing_ok=True)
+            raise OperationFailed(
+                f"pip-compile pinned {pin.name}=={pinned[pin.name]}, not {pin.version} "
+                f"(nothing changed)"
+            )
+    return temp
+
+
+def _pinned(text: str) -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)", line)
+        if m:
+            out[canonicalize_name(m[1])] = m[3]
+    return out
+
+
+def commit_lock(temp: Path, lock: LockFiles) -> None:
+    """Rename the compiled lock into place: atomic, so a reader sees the old or the new."""
+    temp.replace(lock.output_path)
+
+
+# --- history ------------------------------------------------------------------------------
+
+
+def default_state_dir(env: Environment) -> Path:
+    """Where history and snapshots live: inside the venv, else the user's state directory.
+
+    Inside the venv they travel with what they describe, and whoever may upgrade the
+    venv may write there.
+    """
+    if env.is_venv:
+        return Path(env.prefix) / "opskit"
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "opskit"
+
+
+def append_history(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line to the history file (creating it and its directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    # One write() with O_APPEND: lines from concurrent upgrades never interleave, and
+    # the existing lines are never rewritten, so an atomic rename would buy nothing.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def prune_snapshots(root: Path, keep: int = KEEP_SNAPSHOTS) -> None:
+    """Remove all but the newest ``keep`` snapshot directories."""
+    if not root.is_dir():
+        return
+    dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for old in dirs[:-keep] if keep else dirs:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the whole upgrade ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpgradeRequest:
+    """Everything an upgrade needs, validated by the caller."""
+
+    pins: tuple[Pin, ...]
+    python: str
+    smoke: tuple[str, ...] | None = None
+    smoke_cwd: str | None = None
+    rollback: bool = True
+    lock: LockFiles | None = None
+    history: Path | None = None
+    pip_args: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What an upgrade did, for the screen, --json and the history file."""
+
+    result: str
+    python: str
+    plan: Plan
+    step: str | None = None
+    reason: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+    unrelated: list[Problem] = field(default_factory=list)
+    after_restore: list[Problem] = field(default_factory=list)
+    restored: dict[str, str | None] | None = None
+    commands: list[list[str]] = field(default_factory=list)
+    recovery: list[list[str]] = field(default_factory=list)
+    lock: str | None = None
+    history: str | None = None
+    snapshot: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready data."""
+        return {
+            "result": self.result,
+            "python": self.python,
+            "packages": [
+                {"name": c.name, "from": c.old, "to": c.new, "action": c.action}
+                for c in self.plan.changes
+            ],
+            "step": self.step,
+            "reason": self.reason,
+            "problems": [p.as_dict() for p in self.problems],
+            "unrelated_problems": [p.as_dict() for p in self.unrelated],
+            "after_restore": [p.as_dict() for p in self.after_restore],
+            "restored": self.restored,
+            "commands": [shown(a) for a in self.commands],
+            "recovery": [shown(a) for a in self.recovery],
+            "lock": self.lock,
+            "history": self.history,
+            "snapshot": self.snapshot,
+        }
+
+    def history_record(self) -> dict[str, Any]:
+        """The history line: time, packages, from, to, result (and why it failed)."""
+        pending = self.plan.pending
+        return {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "python": self.python,
+            "packages": [c.name for c in pending],
+            "from": {c.name: c.old for c in pending},
+            "to": {c.name: c.new for c in pending},
+            "result": self.result,
+            "step": self.step,
+            "reason": self.reason,
+            "snapshot": self.snapshot,
+        }
+
+
+def dry_run_commands(request: UpgradeRequest, plan: Plan) -> list[list[str]]:
+    """The commands an upgrade would run, in order (snapshot and restore aside)."""
+    argvs = []
+    if request.lock is not None:
+        argvs.append(lock_argv(request.lock, plan.pins, request.lock.output, request.pip_args))
+    argvs.append(pip_install_argv(request.python, plan.pins, request.pip_args))
+    argvs.append(pip_check_argv(request.python))
+    if request.smoke:
+        argvs.append(list(request.smoke))
+    return argvs
+
+
+def plan_upgrade(request: UpgradeRequest, *, runner: Runner) -> tuple[Environment, Plan]:
+    """Read the environment and build the plan; changes nothing."""
+    env = read_environment(request.python, [p.name for p in request.pins], runner=runner)
+    if not env.has_pip:
+        raise UsageError(f"--python {request.python}: pip is not installed in that environment")
+    if request.smoke:
+        check_smoke(request.smoke, env)
+    return env, build_plan(request.pins, env)
+
+
+def run_upgrade(
+    request: UpgradeRequest,
+    *,
+    runner: Runner,
+    progress: Progress = no_progress,
+) -> Outcome:
+    """Plan, snapshot, install, check, smoke, and lock; restore on any failure.
+
+    Returns the outcome of a successful (or needless) upgrade; raises UpgradeFailed
+    (exit 1) or UpgradeInterrupted (exit 130), carrying the outcome, when it did not
+    happen, after restoring the environment unless ``rollback`` is off.
+    """
+    env, plan = plan_upgrade(request, runner=runner)
+    for change in plan.changes:
+        progress("plan", change.describe())
+    outcome = Outcome("unchanged", request.python, plan)
+    if not plan.changed:
+        progress("done", "nothing to do: every package is at the requested version")
+        return outcome
+    state = default_state_dir(env)
+    history = request.history or state / "upgrade-history.jsonl"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+    snap_dir = state / "snapshots" / stamp
+    pins = plan.pins
+    names = [p.name for p in pins]
+    lock_temp: Path | None = None
+    snapshot: Snapshot | None = None
+    try:
+        if request.lock is not None:
+            moving = " ".join(p.requirement for p in pins)
+            progress("lock", f"{request.lock.output}: pip-compile --upgrade-package {moving}")
+            lock_temp = prepare_lock(request.lock, pins, request.pip_args, runner=runner)
+        snapshot = snapshot_packages(plan, env, snap_dir)
+        outcome.snapshot = snapshot.directory
+        outcome.recovery = restore_argvs(request.python, snapshot)
+        for saved in snapshot.saved:
+            what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
+            progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
+    except KeyboardInterrupt:
+        _discard(lock_temp, snap_dir)
+        outcome.result, outcome.step = "interrupted", "snapshot"
+        outcome.reason = "interrupted before any change"
+        raise UpgradeInterrupted("interrupted; nothing changed", outcome) from None
+    except OperationFailed as exc:
+        _discard(lock_temp, snap_dir)
+        message = str(exc)
+        if "nothing changed" not in message:
+            message += " (nothing changed)"
+        raise OperationFailed(message) from None
+    except BaseException:
+        _discard(lock_temp, snap_dir)
+        raise
+
+    step = "install"
+    failure: str | None = None
+    interrupted = False
+    try:
+        argv = pip_install_argv(request.python, pins, request.pip_args)
+        outcome.commands.append(argv)
+        progress("install", shown(argv))
+        done = runner(argv)
+        if not done.ok:
+            failure = f"pip install failed: {done.tail()}"
+        if failure is None:
+            step = "pip check"
+            outcome.commands.append(pip_check_argv(request.python))
+            problems = pip_check(request.python, runner=runner)
+            outcome.problems = [p for p in problems if p.involves(names)]
+            outcome.unrelated = [p for p in problems if not p.involves(names)]
+            for problem in outcome.unrelated:
+                progress("check", f"already broken, not by this upgrade: {problem.line}")
+            if outcome.problems:
+                lines = "; ".join(p.line.rstrip(".") for p in outcome.problems)
+                failure = f"pip check found: {lines}"
+            else:
+                progress("check", "pip check: no problem with the upgraded packages")
+        if failure is None and request.smoke:
+            step = "smoke"
+            outcome.commands.append(list(request.smoke))
+            progress("smoke", shown(request.smoke))
+            ran = run_smoke(request.smoke, env, request.smoke_cwd, runner=runner)
+            if not ran.ok:
+                failure = f"smoke command failed ({shown(request.smoke)}): {ran.tail()}"
+    except KeyboardInterrupt:
+        interrupted = True
+        failure = f"interrupted during {step}"
+    except OperationFailed as exc:
+        failure = str(exc)
+
+    if failure is None:
+        if lock_temp is not None and request.lock is not None:
+            commit_lock(lock_temp, request.lock)
+            outcome.lock = str(request.lock.output_path)
+            progress("lock", f"{request.lock.output}: {', '.join(p.requirement for p in pins)}")
+        outcome.result = "ok"
+        outcome.history = str(history)
+        append_history(history, outcome.history_record())
+        prune_snapshots(snap_dir.parent)
+        progress("done", ", ".join(f"{p.name} {p.version}" for p in pins))
+        return outcome
+
+    assert snapshot is not None
+    _discard(lock_temp, None)
+    outcome.step, outcome.reason = step, failure
+    progress("failed", failure)
+    if not request.rollback:
+        outcome.result = "not-rolled-back"
+        outcome.history = str(history)
+        append_history(history, outcome.history_record())
+        recovery = " && ".join(shown(a) for a in outcome.recovery)
+        raise UpgradeFailed(
+            f"{failure}; left as it is (--no-rollback); to restore: {recovery}",
+            outcome,
+        )
+    with sigint_deferred(lambda message: progress("restore", message)):
+        restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+    outcome.history = str(history)
+    if restore_error is None:
+        outcome.result = "interrupted" if interrupted else "rolled-back"
+        # Restored and proven: the snapshot has done its job.
+        shutil.rmtree(snap_dir, ignore_errors=True)
+        outcome.snapshot = None
+        append_history(history, outcome.history_record())
+        back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
+        message = f"{failure}; the environment is back as it was ({back})"
+        if interrupted:
+            raise UpgradeInterrupted(message, outcome)
+        raise UpgradeFailed(message, outcome)
+    outcome.result = "restore-failed"
+    outcome.reason = f"{failure}; restore: {restore_error}"
+    append_history(history, outcome.history_record())
+    recovery = " && ".join(shown(a) for a in outcome.recovery)
+    raise (UpgradeInterrupted if interrupted else UpgradeFailed)(
+        f"{failure}; the restore failed too ({restore_error}); to restore by hand: {recovery}",
+        outcome,
+    )
+
+
+def _discard(lock_temp: Path | None, snap_dir: Path | None) -> None:
+    if lock_temp is not None:
+        lock_temp.unlink(missing_ok=True)
+    if snap_dir is not None:
+        shutil.rmtree(snap_dir, ignore_errors=True)
+
+
+def _restore(
+    request: UpgradeRequest,
+    snapshot: Snapshot,
+    outcome: Outcome,
+    *,
+    runner: Runner,
+    progress: Progress,
+) -> str | None:
+    """Restore and prove it (versions equal the snapshot's, pip check runs); None or why not."""
+    names = [s.name for s in snapshot.saved]
+    for argv in restore_argvs(request.python, snapshot):
+        progress("restore", shown(argv))
+    results = restore_snapshot(request.python, snapshot, runner=runner)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        return f"pip exited {bad[0].returncode}: {bad[0].tail()}"
+    try:
+        after = read_environment(request.python, names, runner=runner)
+        now = installed_versions(after, names)
+        outcome.restored = now
+        if now != snapshot.versions():
+            return f"installed afterwards: {now}, not {snapshot.versions()}"
+        outcome.after_restore = pip_check(request.python, runner=runner)
+    except (OperationFailed, UsageError) as exc:
+        return str(exc)
+    progress("restore", "versions: " + ", ".join(f"{n} {v or '(absent)'}" for n, v in now.items()))
+    if outcome.after_restore:
+        for problem in outcome.after_restore:
+            progress("check", f"as before the upgrade: {problem.line}")
+    else:
+        progress("check", "pip check: no broken requirements")
+    return None
