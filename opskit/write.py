@@ -174,8 +174,12 @@ def check(files: Sequence[RenderedFile], directory: Path) -> list[Planned]:
     return planned
 
 
-def to_stream(files: Sequence[RenderedFile], stream: TextIO = sys.stdout) -> None:
+def to_stream(files: Sequence[RenderedFile], stream: TextIO | None = None) -> None:
     """Print the files for ``-o -``; with several, a comment line names each."""
+    # Looked up per call: a default bound at import keeps whatever stdout was then
+    # (a closed capture, a replaced stream) instead of the one in use now.
+    if stream is None:
+        stream = sys.stdout
     for file in files:
         if len(files) > 1:
             stream.write(f"# {file.name}\n")
