@@ -296,7 +296,11 @@ def _root_findings(report: dict[str, Any]) -> list[Finding]:
 def _event_findings(events: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     configured = False
+    failed: dict[tuple[str, str], str] = {}
     for event in events:
+        if event["call"] == "handleError":
+            failed.setdefault((event["handler"], event["logger"]), event["error"])
+            continue
         if event["call"] in ("dictConfig", "fileConfig"):
             configured = True
         elif event["call"] == "basicConfig" and configured:
@@ -312,6 +316,14 @@ def _event_findings(events: list[dict[str, Any]]) -> list[Finding]:
                     f"logging.basicConfig() was called after the configuration and {effect}",
                 )
             )
+    for (handler, logger), error in failed.items():
+        out.append(
+            Finding(
+                "handler-error",
+                f"handler {handler} failed on a record of {logger} and dropped it: {error}",
+                logger,
+            )
+        )
     return out
 
 

@@ -50,7 +50,21 @@ def file_config(*args, **kwargs):
     events.append({"call": "fileConfig"})
 
 
+def handle_error(self, record):
+    # A formatter or stream that fails loses the record; say so instead of printing the
+    # record's arguments (with the marker) to stderr, which would count as delivered.
+    events.append(
+        {
+            "call": "handleError",
+            "handler": self.get_name() or type(self).__name__,
+            "logger": record.name,
+            "error": repr(sys.exc_info()[1]),
+        }
+    )
+
+
 logging.basicConfig = basic_config
+logging.Handler.handleError = handle_error
 logging.config.dictConfig = dict_config
 logging.config.fileConfig = file_config
 
@@ -102,7 +116,12 @@ report = {"events": events, "loggers": [], "handlers": {}, "error": None}
 try:
     load(params["kind"], params["value"])
 except BaseException as exc:  # the app's own failure is the finding, whatever it is
-    report["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    messages = []
+    while exc is not None:
+        # dictConfig wraps the real cause ("No module named ...") in a generic ValueError.
+        messages.append("".join(traceback.format_exception_only(type(exc), exc)).strip())
+        exc = exc.__cause__
+    report["error"] = ": ".join(messages)
 
 names = ["root", *params["loggers"]]
 for name, obj in sorted(logging.root.manager.loggerDict.items()):
@@ -156,7 +175,14 @@ for index, name in enumerate(names):
         }
     )
     for level in LEVELS:
-        logger.log(getattr(logging, level), "opskit-probe#%d.%s#", index, level)
+        marker = "opskit-probe#%d.%s#" % (index, level)
+        if name.endswith(".access"):
+            # Shaped like the servers' access records: uvicorn's access formatter needs
+            # exactly these five arguments.
+            args = ("127.0.0.1:9", "GET", "/" + marker, "1.1", 200)
+            logger.log(getattr(logging, level), '%s - "%s %s HTTP/%s" %d', *args)
+        else:
+            logger.log(getattr(logging, level), "%s", marker)
 
 for stream in (sys.stdout, sys.stderr):
     stream.flush()
