@@ -295,18 +295,37 @@ def parse_unit(text: str) -> list[UnitLine]:
     return out
 
 
-_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|sec|m|min|h|hr)?")
+# The time units of systemd.time(7), longest spelling first so "min" is not read as "m".
 _UNIT_SECONDS = {
+    "usec": 1e-6,
     "us": 1e-6,
+    "µs": 1e-6,
+    "msec": 1e-3,
     "ms": 1e-3,
-    "s": 1.0,
+    "seconds": 1.0,
+    "second": 1.0,
     "sec": 1.0,
-    "m": 60.0,
+    "s": 1.0,
+    "minutes": 60.0,
+    "minute": 60.0,
     "min": 60.0,
-    "h": 3600.0,
+    "m": 60.0,
+    "hours": 3600.0,
+    "hour": 3600.0,
     "hr": 3600.0,
-    None: 1.0,
+    "h": 3600.0,
+    "days": 86400.0,
+    "day": 86400.0,
+    "d": 86400.0,
+    "weeks": 604800.0,
+    "week": 604800.0,
+    "w": 604800.0,
 }
+_SPAN = re.compile(
+    r"(\d+(?:\.\d+)?)\s*("
+    + "|".join(sorted(map(re.escape, _UNIT_SECONDS), key=len, reverse=True))
+    + r")?"
+)
 
 
 def parse_timespan(text: str) -> float | None:
@@ -319,7 +338,7 @@ def parse_timespan(text: str) -> float | None:
     for match in _SPAN.finditer(text):
         if text[pos : match.start()].strip():
             return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        total += float(match.group(1)) * _UNIT_SECONDS.get(match.group(2) or "s", 1.0)
         pos = match.end()
     return total if not text[pos:].strip() else None
 
@@ -502,46 +521,69 @@ def unit_files(spec: AppSpec, project: Path, units: Sequence[Path] | None) -> li
 # --- processes (psutil) ------------------------------------------------------------------
 
 
+def _listens(conn: object, spec: AppSpec) -> bool:
+    import psutil
+
+    laddr = getattr(conn, "laddr", None)
+    if spec.unix_socket:
+        return bool(laddr == spec.unix_socket)
+    return bool(
+        getattr(conn, "status", None) == psutil.CONN_LISTEN
+        and laddr
+        and getattr(laddr, "port", None) == spec.port
+    )
+
+
 def listeners(spec: AppSpec) -> list[Listener]:
     """The server processes listening on the app's port or unix socket, one per process tree.
 
-    A pre-fork server's workers share the master's socket, so they are counted with it;
-    PID 1 holding the socket is systemd's socket activation, not a server.
+    psutil names one holder per socket, often a worker of a pre-fork server, so each
+    holder is walked up to the topmost ancestor that listens there too: the master, which
+    is the server (one server, not one per worker). PID 1 holding the socket is systemd's
+    socket activation, not a server.
     """
     import psutil
 
-    pids: set[int] = set()
     kind = "unix" if spec.unix_socket else "inet"
-    for conn in psutil.net_connections(kind=kind):
-        if conn.pid is None or conn.pid == 1:
-            continue
-        if spec.unix_socket:
-            if conn.laddr == spec.unix_socket:
-                pids.add(conn.pid)
-        elif conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == spec.port:
-            pids.add(conn.pid)
-    groups: dict[int, list[psutil.Process]] = {}
-    for pid in pids:
+    holders = {
+        conn.pid
+        for conn in psutil.net_connections(kind=kind)
+        if conn.pid is not None and conn.pid != 1 and _listens(conn, spec)
+    }
+    roots: dict[int, psutil.Process] = {}
+    for pid in holders:
         try:
-            proc = psutil.Process(pid)
-            root = proc
-            for parent in proc.parents():
-                if parent.pid in pids:
-                    root = parent
-            groups.setdefault(root.pid, []).append(proc)
+            root = psutil.Process(pid)
+            for parent in root.parents():
+                if parent.pid == 1:
+                    break
+                try:
+                    if parent.pid in holders or any(
+                        _listens(c, spec) for c in parent.net_connections(kind=kind)
+                    ):
+                        root = parent
+                except psutil.AccessDenied:
+                    continue
+            roots[root.pid] = root
         except psutil.Error:
             continue
     out = []
-    for root_pid, members in sorted(groups.items()):
+    for pid, root in sorted(roots.items()):
         try:
-            root = psutil.Process(root_pid)
+            tree = [root, *root.children(recursive=True)]
+            starts = []
+            for proc in tree:
+                try:
+                    starts.append(proc.create_time())
+                except psutil.Error:
+                    continue
             out.append(
                 Listener(
-                    pid=root_pid,
+                    pid=pid,
                     argv=tuple(root.cmdline()),
                     started=root.create_time(),
-                    pids=tuple(sorted(p.pid for p in members)),
-                    newest_start=max(p.create_time() for p in members),
+                    pids=tuple(sorted(p.pid for p in tree)),
+                    newest_start=max(starts),
                 )
             )
         except psutil.Error:
@@ -555,6 +597,9 @@ def runs_app(argv: Sequence[str], spec: AppSpec) -> bool:
         return any(arg == spec.app or arg.endswith("=" + spec.app) for arg in argv)
     n = len(spec.command)
     return n > 0 and any(tuple(argv[i : i + n]) == spec.command for i in range(len(argv)))
+
+
+_START_MARGIN = 1.0
 
 
 def _when(timestamp: float) -> str:
@@ -587,8 +632,9 @@ def check_listeners(
         path, mtime = newest
         for proc in found:
             # A reloaded pre-fork server has old master but new workers: what counts is
-            # the youngest process of the tree, the last one to import the code.
-            if max(proc.started, proc.newest_start) < mtime:
+            # the youngest process of the tree, the last one to import the code. Start
+            # times derive from a boot time rounded to the second, hence the margin.
+            if max(proc.started, proc.newest_start) + _START_MARGIN < mtime:
                 matches = runs_app(proc.argv, spec)
                 if matches:
                     stale.append(proc)

@@ -1,0 +1,538 @@
+"""opskit doctor: each failure reproduced for real (units, processes, threads, pip), then found."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from opskit.doctor import check_unit, import_time_threads, parse_timespan
+from opskit.spec import build_spec
+from opskit.systemd import render_units
+from tests.conftest import EXAMPLE, needs_analyze
+
+MISSING_VENV = "/nonexistent/opskit-doctor-venv"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    app = tmp_path / "project"
+    app.mkdir()
+    for name in ("demoapp.py", "VERSION", "pyproject.toml"):
+        shutil.copy2(EXAMPLE / name, app / name)
+    # The code was written long before anything in a test starts.
+    old = time.time() - 3600
+    os.utime(app / "demoapp.py", (old, old))
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def doctor(cli, project: Path, *extra: str, port: int | None = None):
+    """Run doctor with --json; return the exit code, the findings and stderr."""
+    result = cli(
+        "doctor",
+        "demoapp",
+        "--config",
+        str(project / "pyproject.toml"),
+        "--project",
+        str(project),
+        "--venv",
+        MISSING_VENV,
+        "--port",
+        str(port or free_port()),
+        "--json",
+        *extra,
+    )
+    assert "Traceback" not in result.err
+    report = json.loads(result.out)
+    return result.code, report["findings"], result.err
+
+
+def checks(findings: list[dict]) -> dict[str, str]:
+    return {f["check"]: f["severity"] for f in findings}
+
+
+# --- unit files ---------------------------------------------------------------------
+
+
+def unit_text(**raw) -> str:
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app", **raw})
+    return render_units(spec)[0].content
+
+
+def test_generated_unit_is_clean(cli, project: Path):
+    unit = project / "deploy" / "demoapp.service"
+    unit.parent.mkdir()
+    unit.write_text(unit_text())
+    code, findings, err = doctor(cli, project)
+    assert code == 0, err
+    assert not [f for f in findings if f["check"].startswith("unit-")]
+    assert checks(findings) == {"pip-check": "info"}
+
+
+@needs_analyze
+def test_start_limit_in_service_section(cli, project: Path, tmp_path: Path):
+    text = unit_text().replace("StartLimitIntervalSec=0\n", "")
+    text = text.replace("[Service]\n", "[Service]\nStartLimitIntervalSec=0\n")
+    unit = tmp_path / "misplaced.service"
+    unit.write_text(text)
+    # systemd itself only warns and exits 0: the reason doctor has to look.
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Unknown key 'StartLimitIntervalSec' in section [Service]" in proc.stderr
+    code, findings, err = doctor(cli, project, "--units", str(unit))
+    assert code == 1
+    assert "1 error finding" in err
+    (finding,) = [f for f in findings if f["check"] == "unit-start-limit"]
+    assert finding["severity"] == "error"
+    line = text.splitlines().index("StartLimitIntervalSec=0") + 1
+    assert f"misplaced.service:{line}: StartLimitIntervalSec=0" in finding["evidence"]
+    assert "[Unit]" in finding["fix"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "check", "severity"),
+    [
+        (lambda t: t.replace("Restart=always\n", ""), "unit-restart", "error"),
+        (lambda t: t.replace("Restart=always\n", "Restart=no\n"), "unit-restart", "error"),
+        (lambda t: t.replace("Restart=always", "Restart=on-failure"), "unit-restart", "warning"),
+        (lambda t: t.replace("RestartSec=5\n", ""), "unit-restart-sec", "warning"),
+        (
+            lambda t: t.replace("TimeoutStopSec=40", "TimeoutStopSec=20s"),
+            "unit-stop-timeout",
+            "error",
+        ),
+    ],
+)
+def test_unit_mistakes(edit, check: str, severity: str):
+    text = unit_text()
+    edited = edit(text)
+    assert edited != text
+    found = {
+        f.check: f for f in check_unit("x.service", edited, build_spec({"name": "x", "app": "a:b"}))
+    }
+    assert set(found) == {check}
+    assert found[check].severity == severity
+
+
+def test_stop_timeout_below_the_graceful_timeout_on_the_command_line(cli, project: Path):
+    unit = project / "deploy" / "demoapp.service"
+    unit.parent.mkdir()
+    unit.write_text(
+        unit_text(graceful_timeout=60).replace("TimeoutStopSec=70", "TimeoutStopSec=0.5min")
+    )
+    code, findings, _ = doctor(cli, project)
+    assert code == 1
+    (finding,) = [f for f in findings if f["check"] == "unit-stop-timeout"]
+    assert "TimeoutStopSec=0.5min < gunicorn --graceful-timeout 60" in finding["evidence"]
+
+
+def test_uwsgi_needs_sigquit(cli, project: Path, tmp_path: Path):
+    good = unit_text(server="uwsgi")
+    assert "KillSignal=SIGQUIT" in good
+    spec = build_spec({"name": "x", "app": "a:b"})
+    assert check_unit("x.service", good, spec) == []
+    bad = good.replace("KillSignal=SIGQUIT\n", "")
+    unit = tmp_path / "uwsgi.service"
+    unit.write_text(bad)
+    code, findings, _ = doctor(cli, project, "--units", str(unit))
+    assert code == 1
+    assert checks(findings)["unit-uwsgi-signal"] == "error"
+    # --die-on-term makes SIGTERM a stop, which is as good.
+    die = bad.replace("--master", "--master --die-on-term")
+    assert check_unit("x.service", die, spec) == []
+
+
+def test_gunicorn_preload_with_hup_reload(cli, project: Path, tmp_path: Path):
+    text = unit_text(preload=True)
+    assert "--preload" in text and "ExecReload=/bin/kill -s HUP $MAINPID" in text
+    unit = tmp_path / "preload.service"
+    unit.write_text(text)
+    code, findings, _ = doctor(cli, project, "--units", str(unit))
+    assert code == 1
+    (finding,) = [f for f in findings if f["check"] == "unit-preload-reload"]
+    assert "ExecReload=/bin/kill -s HUP $MAINPID" in finding["evidence"]
+
+
+def test_timespans():
+    assert parse_timespan("40") == 40
+    assert parse_timespan("1min 30s") == 90
+    assert parse_timespan("500ms") == 0.5
+    assert parse_timespan("infinity") is None
+    assert parse_timespan("0.5min") == 30
+    assert parse_timespan("2 hours") == 7200
+    assert parse_timespan("soon") is None
+
+
+# --- the project's code -----------------------------------------------------------------
+
+THREADED = """\
+import threading
+import time
+
+
+def _poll():
+    while True:
+        time.sleep(1)
+
+
+if True:
+    threading.Thread(target=_poll, daemon=True).start()
+
+
+def later():
+    threading.Thread(target=_poll).start()
+
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+"""
+
+
+def test_threads_at_import_are_found_outside_functions_only(tmp_path: Path):
+    module = tmp_path / "threaded.py"
+    module.write_text(THREADED)
+    assert import_time_threads(module) == [11]
+
+
+@pytest.mark.parametrize("lazy", ["", "lazy-apps = true\n"])
+def test_uwsgi_ini_without_lazy_apps_and_threads_at_import(cli, project: Path, lazy: str):
+    (project / "threaded.py").write_text(THREADED)
+    (project / "app.ini").write_text(f"[uwsgi]\nmodule = threaded:app\nmaster = true\n{lazy}")
+    code, findings, _ = doctor(cli, project)
+    if lazy:
+        assert code == 0
+        assert "uwsgi-lazy-apps" not in checks(findings)
+    else:
+        assert code == 1
+        (finding,) = [f for f in findings if f["check"] == "uwsgi-lazy-apps"]
+        assert "app.ini has no lazy-apps; threaded.py line 11" in finding["evidence"]
+
+
+def test_classes_with_del_are_found(cli, project: Path):
+    package = project / "pkg"
+    package.mkdir()
+    (package / "res.py").write_text(
+        "class Plain:\n    pass\n\n\nclass Holder:\n    def __del__(self):\n        pass\n"
+    )
+    vendored = project / ".venv" / "lib" / "dep.py"
+    vendored.parent.mkdir(parents=True)
+    vendored.write_text("class Theirs:\n    def __del__(self):\n        pass\n")
+    code, findings, _ = doctor(cli, project)
+    assert code == 0  # a warning, not an error
+    (finding,) = [f for f in findings if f["check"] == "del-method"]
+    assert finding["severity"] == "warning"
+    assert finding["problem"] == "class Holder defines __del__"
+    assert finding["evidence"].startswith("pkg/res.py:6")
+
+
+# --- processes ----------------------------------------------------------------------------
+
+LISTENER = """\
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def spawn(tmp_path: Path):
+    """Start listeners on one port (SO_REUSEPORT); every one is killed at the end."""
+    script = tmp_path / "listener.py"
+    script.write_text(LISTENER)
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(port: int, *label: str) -> tuple[subprocess.Popen[str], int]:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(port), *label],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(proc)
+        # Reap it as soon as it exits, as an init would, so a stopped one is gone.
+        threading.Thread(target=proc.wait, daemon=True).start()
+        assert proc.stdout is not None
+        return proc, int(proc.stdout.readline())
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def alive(proc: subprocess.Popen[str]) -> bool:
+    try:
+        os.kill(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    return proc.poll() is None
+
+
+def test_two_listeners_on_one_port(cli, project: Path, spawn):
+    first, port = spawn(0, "demoapp:app")
+    second, _ = spawn(port, "something-else")
+    code, findings, _err = doctor(cli, project, port=port)
+    assert code == 1
+    (finding,) = [f for f in findings if f["check"] == "port-shared"]
+    assert f"pid {first.pid}:" in finding["evidence"]
+    assert f"pid {second.pid}:" in finding["evidence"]
+    assert "demoapp:app" in finding["evidence"]
+    # Code older than both: nothing stale.
+    assert "stale-code" not in checks(findings)
+
+
+def test_fix_stops_only_the_stale_process_running_the_app(cli, project: Path, spawn):
+    mine, port = spawn(0, "demoapp:app")
+    other, _ = spawn(port, "not-this-app")
+    # A real change of the code after both started (create times have 10 ms ticks and
+    # a boot time rounded to the second).
+    time.sleep(1.5)
+    (project / "demoapp.py").write_text((EXAMPLE / "demoapp.py").read_text() + "\n# v2\n")
+
+    code, findings, _ = doctor(cli, project, port=port)
+    assert code == 1
+    stale = [f for f in findings if f["check"] == "stale-code"]
+    assert len(stale) == 2
+    assert "demoapp.py changed" in stale[0]["evidence"]
+    assert any("doctor --fix" in f["fix"] for f in stale)
+
+    code, findings, err = doctor(cli, project, "--fix", port=port)
+    assert f"stopping   pid {mine.pid}:" in err
+    assert f"stopped    pid {mine.pid}" in err
+    assert str(other.pid) not in err
+    deadline = time.monotonic() + 30
+    while alive(mine) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(mine)
+    assert alive(other)
+    # What is left: one (stale) listener, so no error any more.
+    assert code == 0
+    assert checks(findings)["stale-code"] == "warning"
+    assert "port-shared" not in checks(findings)
+
+
+@pytest.mark.servers
+def test_gunicorn_with_workers_is_one_server_and_goes_stale(cli, project: Path):
+    port = free_port()
+    gunicorn = Path(sys.prefix) / "bin" / "gunicorn"
+    proc = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--workers",
+            "2",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(project),
+            "demoapp:app",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                assert proc.poll() is None, "gunicorn exited"
+                time.sleep(0.1)
+        time.sleep(1.5)  # let both workers boot, as the stale check looks at the youngest
+        code, findings, _ = doctor(cli, project, port=port)
+        # The master and its workers share one socket: one server, not three.
+        assert "port-shared" not in checks(findings)
+        assert "stale-code" not in checks(findings)
+        assert code == 0
+
+        time.sleep(1.0)
+        (project / "demoapp.py").write_text((EXAMPLE / "demoapp.py").read_text() + "\n# v2\n")
+        code, findings, _ = doctor(cli, project, port=port)
+        (finding,) = [f for f in findings if f["check"] == "stale-code"]
+        assert finding["evidence"].startswith(f"pid {proc.pid} (")
+        assert "gunicorn" in finding["evidence"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+# --- the app's environment ----------------------------------------------------------------
+
+
+def build_wheel(directory: Path, name: str, version: str, requires: list[str]) -> Path:
+    """A minimal pure-Python wheel, written by hand (no build backend, no network)."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "",
+        f"{dist}/METADATA": "Metadata-Version: 2.1\n"
+        f"Name: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: opskit-tests\n"
+        "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        data = text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+        zf.writestr(f"{dist}/RECORD", "\n".join(record) + "\n")
+    return wheel
+
+
+@pytest.mark.pip
+def test_pip_check_failures_in_the_apps_environment(cli, project: Path, tmp_path: Path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    build_wheel(wheels, "doctor_alpha", "1.0", ["doctor-beta>=2"])
+    build_wheel(wheels, "doctor_beta", "1.0", [])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    # --no-deps skips pip's own conflict check, as a hand-made upgrade would.
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--no-deps",
+            "doctor_alpha",
+            "doctor_beta",
+        ],
+        check=True,
+        timeout=300,
+    )
+    result = cli(
+        "doctor",
+        "demoapp",
+        "--config",
+        str(project / "pyproject.toml"),
+        "--project",
+        str(project),
+        "--venv",
+        str(venv),
+        "--port",
+        str(free_port()),
+        "--json",
+    )
+    assert result.code == 1
+    (finding,) = [f for f in json.loads(result.out)["findings"] if f["check"] == "pip-check"]
+    assert finding["severity"] == "error"
+    assert (
+        "doctor-alpha 1.0 has requirement doctor-beta>=2, but you have doctor-beta 1.0"
+        in (finding["evidence"])
+    )
+
+    # Repaired: the satisfying version installed, pip check passes, no finding.
+    build_wheel(wheels, "doctor_beta", "2.0", [])
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "doctor_beta==2.0",
+        ],
+        check=True,
+        timeout=300,
+    )
+    result = cli(
+        "doctor",
+        "demoapp",
+        "--config",
+        str(project / "pyproject.toml"),
+        "--project",
+        str(project),
+        "--venv",
+        str(venv),
+        "--port",
+        str(free_port()),
+    )
+    assert result.code == 0, result.out + result.err
+    assert "no problems found" in result.out
+
+
+def test_table_on_screen(cli, project: Path, tmp_path: Path):
+    unit = tmp_path / "bare.service"
+    unit.write_text("[Service]\nExecStart=/usr/bin/true\n")
+    result = cli(
+        "doctor",
+        "demoapp",
+        "--config",
+        str(project / "pyproject.toml"),
+        "--project",
+        str(project),
+        "--units",
+        str(unit),
+        "--venv",
+        MISSING_VENV,
+        "--port",
+        str(free_port()),
+    )
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[0].startswith("error   unit-restart")
+    assert any(
+        line.strip().startswith("evidence: ") and "bare.service: no Restart=" in line
+        for line in lines
+    )
+    assert any(line.strip().startswith("fix:") for line in lines)
+    assert lines[-1] == "1 error, 1 warning, 1 info"
+    assert result.err == "opskit: error: doctor: 1 error finding(s)\n"
+
+
+def test_bad_input(cli, project: Path):
+    result = cli("doctor", "demoapp", "--config", str(project / "pyproject.toml"), "--port", "0")
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "port" in result.err
+
+
+def test_threads_helper_ignores_unparsable_files(tmp_path: Path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(textwrap.dedent("def (:\n"))
+    assert import_time_threads(bad) == []
