@@ -258,3 +258,31 @@ def test_findings_are_data_for_other_commands(tmp_path: Path) -> None:
     assert not report.ok
     assert [f.code for f in report.findings] == ["root-level"]
     assert report.to_dict()["findings"][0]["logger"] == "root"
+
+
+def test_django_snippet_passes(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("logging", "init", "demo", "--app", "demoapp:app", "--as", "django", "-o", ".")
+    assert result.code == 0, result.err
+    result = cli("logging", "check", "django_logging:LOGGING", "--logger", "django")
+    assert result.code == 0, result.out + result.err
+    assert "django.server" in result.out
+
+
+def test_without_target_checks_the_specs_config(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opskit.toml").write_text(
+        f'name = "demo"\napp = "demoapp:app"\nlog-config = "{tmp_path / "conf" / "logging.json"}"\n'
+    )
+    assert cli("logging", "init", "-o", "conf").code == 0
+    result = cli("logging", "check")
+    # journald format (the unit uses the config): the helper beside it is found.
+    assert result.code == 0, result.out + result.err
+    assert "demoapp" in result.out
+    # Without log-config, the app itself is loaded: the example app configures nothing.
+    for name in ("demoapp.py", "VERSION"):
+        (tmp_path / name).write_text((EXAMPLE / name).read_text())
+    (tmp_path / "opskit.toml").write_text('name = "demo"\napp = "demoapp:app"\n')
+    result = cli("logging", "check")
+    assert result.code == 1
+    assert "[root-level]" in result.out
