@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -41,6 +41,9 @@ from opskit.cli_options import (
     say,
 )
 from opskit.errors import EXIT_USAGE, OpskitError
+
+if TYPE_CHECKING:
+    from opskit.render import RenderedFile
 
 # --- commands --------------------------------------------------------------------------
 
@@ -108,9 +111,45 @@ def systemd(
     force: ForceOpt = False,
     check: CheckOpt = False,
     diff: DiffOpt = False,
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install",
+            help="Write into the unit directory of the running systemd and daemon-reload.",
+        ),
+    ] = False,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--unit-dir",
+            help="Unit directory for --install [/etc/systemd/system].",
+            file_okay=False,
+        ),
+    ] = None,
+    enable: Annotated[
+        bool, typer.Option("--enable", help="With --install: enable and start the units.")
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="With --install: restart running units whose file changed."),
+    ] = False,
 ) -> None:
-    """Write NAME.service (and NAME.socket with --socket): always restarting, hardened."""
+    """Write NAME.service (and NAME.socket with --socket): always restarting, hardened.
+
+    With --install, write them where systemd reads them, daemon-reload, and with --enable
+    enable and start them; a second identical run changes nothing.
+    """
     from opskit.systemd import render_units
+
+    _check_install_flags(
+        install=install,
+        unit_dir=unit_dir,
+        enable=enable,
+        restart=restart,
+        output=output,
+        check=check,
+        diff=diff,
+    )
 
     spec = load(
         name,
@@ -141,6 +180,9 @@ def systemd(
         },
     )
     files = render_units(spec)
+    if install:
+        _install(files, unit_dir, force=force, enable=enable, restart=restart)
+        return
     target = output if output is not None else "deploy/systemd"
     if output is None and not (check or diff):
         say(f"writing to {target}/ (the default; -o DIR or -o - to change)")
@@ -153,6 +195,59 @@ def systemd(
                 score = security_score(Path(target) / file.name)
                 if score is not None:
                     say(f"security   {file.name}: exposure {score} (systemd-analyze security)")
+
+
+def _check_install_flags(
+    *,
+    install: bool,
+    unit_dir: Path | None,
+    enable: bool,
+    restart: bool,
+    output: str | None,
+    check: bool,
+    diff: bool,
+) -> None:
+    from opskit.errors import UsageError
+
+    if not install:
+        for flag, given in (("--unit-dir", unit_dir), ("--enable", enable), ("--restart", restart)):
+            if given:
+                raise UsageError(f"{flag} needs --install")
+        return
+    for flag, given in (("--output", output is not None), ("--check", check), ("--diff", diff)):
+        if given:
+            raise UsageError(f"--install writes into --unit-dir; it cannot be combined with {flag}")
+
+
+def _install(
+    files: list[RenderedFile], unit_dir: Path | None, *, force: bool, enable: bool, restart: bool
+) -> None:
+    from opskit import install as installer
+    from opskit.analyze import security_score
+
+    installer.check_can_install()
+    directory = unit_dir or installer.SYSTEM_UNIT_DIR
+    done = installer.install_units(
+        files,
+        directory,
+        force=force,
+        enable=enable,
+        restart=restart,
+        runner=installer.run_systemctl,
+    )
+    for item in done.files:
+        say(f"{item.action.value:<10} {item.path}")
+    for step in done.steps:
+        say(f"systemctl  {step}")
+    if not done.steps:
+        say("systemctl  nothing to do")
+    for unit in done.stale:
+        say(f"note       {unit} runs its old definition until restarted (--restart)")
+    for item in done.files:
+        if item.file.name.endswith(".service"):
+            score = security_score(item.path)
+            if score is not None:
+                say(f"security   {item.file.name}: exposure {score} (systemd-analyze security)")
 
 
 @app.command()
