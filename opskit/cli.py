@@ -6,6 +6,8 @@ artifact live in opskit/cli_*.py and register on the same app when imported belo
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -275,9 +277,39 @@ __all__ = ["app", "cli_logging", "cli_ops", "cli_reload", "cli_upgrade", "main",
 # --- the exception funnel ----------------------------------------------------------------
 
 
+def _app_for(argv: list[str]) -> typer.Typer:
+    """The app to build for this run: only the command argv names, when it names one.
+
+    typer inspects the signature and options of every registered command before it
+    parses anything, the largest part of start-up beyond importing typer and jinja2
+    (bench/bench_startup.py), and it grows with each command; a run needs only its own.
+    Root options, completion and unknown names get the whole app and its messages.
+    """
+    if not argv or argv[0].startswith("-") or "_OPSKIT_COMPLETE" in os.environ:
+        return app
+    word = argv[0]
+    commands = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None
+        and (info.name or typer.main.get_command_name(info.callback.__name__)) == word
+    ]
+    groups = [
+        info
+        for info in app.registered_groups
+        if (info.name or (info.typer_instance and info.typer_instance.info.name)) == word
+    ]
+    if not commands and not groups:
+        return app
+    lean = copy.copy(app)
+    lean.registered_commands = commands
+    lean.registered_groups = groups
+    return lean
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; the one place errors become messages."""
-    command = typer.main.get_command(app)
+    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
     try:
         result = command.main(args=argv, prog_name="opskit", standalone_mode=False)
     except OpskitError as exc:
