@@ -351,7 +351,7 @@ def format_table(report: LogReport) -> str:
         level = "disabled" if row.disabled else row.level
         reached = ", ".join(
             f"{h}({info.stream}, {info.level})"
-            for h in dict.fromkeys(row.handlers)
+            for h in row.handlers
             for info in [next(i for i in report.handlers if i.name == h)]
         )
         lines.append(
