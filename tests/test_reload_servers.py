@@ -1,0 +1,283 @@
+"""The generated reload script against real gunicorn, uvicorn and uWSGI processes (pidfile mode)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE
+
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
+
+BIN = Path(sys.executable).parent
+BROKEN = '\nraise RuntimeError("a broken deploy")\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return str(response.read().decode().strip())
+
+
+@dataclass
+class Site:
+    """One app directory with a running server, the generated script, and what to clean up."""
+
+    dir: Path
+    port: int
+    server: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "run" / "server.pid"
+
+    def version(self) -> str:
+        return get(self.port, "/version")
+
+    def start(
+        self,
+        argv: list[str],
+        *,
+        pidfile: Path | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 2,
+    ) -> subprocess.Popen[bytes]:
+        log = (self.dir / f"server-{len(self.procs)}.log").open("wb")
+        # A session of its own: the finalizer kills the whole group, workers included.
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.procs.append(proc)
+        if pidfile is not None:
+            pidfile.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"{argv[0]} exited: {self.logs()}")
+            try:
+                # Every worker up, not just the first: one still importing would pick
+                # up code a test changes next, and the test would race the server.
+                if len(pids(self.port, 40)) >= workers:
+                    return proc
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{argv[0]} did not answer in 60 s: {self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))
+
+    def script(self, cli, *extra: str) -> Path:
+        config = self.dir / "opskit.toml"
+        app = "demoapp:asgi" if self.server == "uvicorn" else "demoapp:app"
+        config.write_text(
+            f'name = "demo"\nserver = "{self.server}"\napp = "{app}"\nport = {self.port}\n'
+            f'working-directory = "{self.dir}"\nvenv = "{BIN.parent}"\n'
+            f'supervisor = "pidfile"\npidfile = "{self.pidfile}"\n'
+        )
+        out = self.dir / "deploy"
+        result = cli("reload-script", "--config", str(config), *extra, "-o", str(out), "--force")
+        assert result.code == 0, result.err
+        return out / "reload-demo.sh"
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            # Workers outlive a master killed first: sweep the group once more.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    for name in ("demoapp.py", "VERSION"):
+        shutil.copy2(EXAMPLE / name, tmp_path / name)
+    (tmp_path / "VERSION").write_text("v1\n")
+    (tmp_path / "run").mkdir()
+    s = Site(tmp_path, free_port(), "gunicorn")
+    yield s
+    s.kill()
+
+
+def run_script(script: Path, *args: str, timeout: int = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RELOAD_TIMEOUT": str(timeout)}
+    return subprocess.run(
+        ["bash", str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout + 120,
+        check=False,
+    )
+
+
+def pids(port: int, count: int = 12) -> set[str]:
+    return {get(port, "/pid") for _ in range(count)}
+
+
+def gunicorn(site: Site, *extra: str) -> list[str]:
+    return [
+        str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{site.port}",
+        "--pid", str(site.pidfile), "--no-control-socket", *extra, "demoapp:app",
+    ]  # fmt: skip
+
+
+def uvicorn(site: Site) -> list[str]:
+    return [
+        str(BIN / "uvicorn"), "demoapp:asgi", "--host", "127.0.0.1", "--port", str(site.port),
+        "--workers", "2",
+    ]  # fmt: skip
+
+
+def start(site: Site, cli, server: str) -> Path:
+    site.server = server
+    script = site.script(cli)
+    if server == "gunicorn":
+        site.start(gunicorn(site))
+    elif server == "uvicorn":
+        # uvicorn writes no pidfile: whoever starts it does.
+        site.start(uvicorn(site), pidfile=site.pidfile)
+    else:
+        site.start([str(BIN / "uwsgi"), "--ini", str(script.parent / "demo.uwsgi.ini")])
+    return script
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_new_code_serves_after_the_script(site: Site, cli, server):
+    script = start(site, cli, server)
+    assert site.version() == "v1"
+    before = pids(site.port)
+    (site.dir / "VERSION").write_text("v2\n")
+    proc = run_script(script, "v2")
+    assert proc.returncode == 0, proc.stderr + site.logs()
+    assert "ok: version v1 -> v2" in proc.stderr
+    assert {site.version() for _ in range(12)} == {"v2"}
+    assert not before & pids(site.port), "an old worker still answers"
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_broken_code_is_not_reloaded(site: Site, cli, server):
+    script = start(site, cli, server)
+    before = pids(site.port)
+    (site.dir / "VERSION").write_text("v2\n")
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write(BROKEN)
+    proc = run_script(script, "v2")
+    assert proc.returncode == 1
+    assert "a broken deploy" in proc.stderr, proc.stderr + site.logs()
+    assert "FAILED: preflight: the new code does not import" in proc.stderr
+    # Nothing was signalled: the same processes serve the old code.
+    assert {site.version() for _ in range(12)} == {"v1"}
+    assert pids(site.port) <= before
+    assert all(p.poll() is None for p in site.procs)
+
+
+def test_deploy_id_file_is_written_and_served(site: Site, cli):
+    site.server = "gunicorn"
+    version_file = site.dir / "deploy-id"
+    version_file.write_text("first\n")
+    script = site.script(cli, "--deploy-id-file", str(version_file))
+    site.start(gunicorn(site), env={"DEMOAPP_VERSION_FILE": str(version_file)})
+    assert site.version() == "first"
+    proc = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEMOAPP_VERSION_FILE": str(version_file), "RELOAD_TIMEOUT": "30"},
+        timeout=150,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr + site.logs()
+    deploy_id = version_file.read_text().strip()
+    assert deploy_id != "first"
+    assert site.version() == deploy_id
+
+
+def test_stale_master_on_the_same_port_is_detected(site: Site, cli):
+    site.server = "gunicorn"
+    script = site.script(cli)
+    site.start(gunicorn(site, "--reuse-port"))
+    # A second server on the same port, as left behind by a deploy that started a new
+    # master without stopping the old one: SO_REUSEPORT lets both listen.
+    stale = [*gunicorn(site, "--reuse-port")]
+    stale[stale.index("--pid") + 1] = str(site.dir / "run" / "stale.pid")
+    site.start(stale)
+    stale_master = _wait_for_children(site.dir / "run" / "stale.pid")
+    (site.dir / "VERSION").write_text("v2\n")
+    proc = run_script(script, "v2")
+    assert proc.returncode == 1
+    assert "another server also listens on port" in proc.stderr
+    # The message names the stale server's processes, and only those.
+    named = {int(pid) for pid in re.findall(r"(\d+)\(", proc.stderr)}
+    family = {stale_master, *_children(stale_master)}
+    assert named and named <= family, (proc.stderr, family)
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()}
+
+
+def _wait_for_children(pidfile: Path) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if pidfile.exists() and pidfile.read_text().strip():
+            pid = int(pidfile.read_text())
+            if _children(pid):
+                time.sleep(1)  # let the workers bind
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"{pidfile}: no workers after 60 s")
+
+
+@pytest.mark.parametrize("server", ["gunicorn-preload", "uwsgi-eager"])
+def test_a_reload_that_keeps_old_code_fails(site: Site, cli, server):
+    """The spec says preload off / lazy-apps on, the running server disagrees: exit 1."""
+    if server == "gunicorn-preload":
+        site.server = "gunicorn"
+        script = site.script(cli)
+        site.start(gunicorn(site, "--preload"))
+    else:
+        site.server = "uwsgi"
+        script = site.script(cli)
+        ini = script.parent / "demo.uwsgi.ini"
+        eager = ini.read_text().replace("lazy-apps = true\n", "")
+        (site.dir / "eager.ini").write_text(eager)
+        site.start([str(BIN / "uwsgi"), "--ini", str(site.dir / "eager.ini")])
+    (site.dir / "VERSION").write_text("v2\n")
+    proc = run_script(script, "v2", timeout=8)
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED: after 8s: /version answers '200 v1', expected '200 v2'" in proc.stderr
