@@ -9,14 +9,18 @@ import os
 import re
 import shlex
 import signal
-import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opskit.spec import AppSpec
+
+if TYPE_CHECKING:
+    from opskit.upgrade import Runner as PipRunner
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -39,7 +43,6 @@ _SKIP_DIRS = {
     ".pytest_cache",
 }
 
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 Signaller = Callable[[int, int], None]
 
 
@@ -694,29 +697,11 @@ def stop_processes(
 # --- the app's environment -----------------------------------------------------------------
 
 
-def parse_pip_check(output: str) -> list[str]:
-    """The broken-requirement lines of ``pip check`` output."""
-    return [
-        line.strip()
-        for line in output.splitlines()
-        if line.strip() and "No broken requirements found" not in line
-    ]
+def check_pip(spec: AppSpec, *, runner: PipRunner | None = None) -> list[Finding]:
+    """``pip check`` failures in the app's virtual environment (run by opskit.upgrade)."""
+    from opskit.errors import OperationFailed
+    from opskit.upgrade import pip_check
 
-
-def run_pip_check(python: str, *, runner: Runner = subprocess.run) -> tuple[int, list[str]]:
-    """Run ``python -m pip check`` in the app's environment: its exit code and problems."""
-    proc = runner(
-        [python, "-m", "pip", "check"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    return proc.returncode, parse_pip_check(proc.stdout)
-
-
-def check_pip(spec: AppSpec, *, runner: Runner = subprocess.run) -> list[Finding]:
-    """``pip check`` failures in the app's virtual environment."""
     python = spec.python
     if not Path(python).exists():
         return [
@@ -728,18 +713,67 @@ def check_pip(spec: AppSpec, *, runner: Runner = subprocess.run) -> list[Finding
                 "run doctor where the app is deployed, or pass --venv",
             )
         ]
-    code, problems = run_pip_check(python, runner=runner)
-    if code == 0:
+    try:
+        problems = pip_check(python, runner=runner)
+    except OperationFailed as exc:
+        return [Finding("warning", "pip-check", "pip check could not run", str(exc), "")]
+    if not problems:
         return []
     return [
         Finding(
             "error",
             "pip-check",
             "installed packages do not satisfy each other's requirements",
-            "; ".join(problems) or f"pip check exited {code}",
-            "install the versions the requirements ask for (opskit upgrade checks this "
-            "before and after every upgrade); pip exits 0 even when it leaves conflicts",
+            "; ".join(p.line for p in problems),
+            "install the versions the requirements ask for (opskit upgrade runs pip check "
+            "after every change); pip itself exits 0 even when it leaves conflicts",
         )
+    ]
+
+
+def check_logging_setup(spec: AppSpec, project: Path) -> list[Finding]:
+    """Where the app's log records go, found by opskit.logcheck loading the config or the app.
+
+    The target is the spec's log-config when it exists on this host, else the app's own
+    module (its import-time logging setup), loaded by the app's interpreter when present.
+    """
+    from opskit.errors import OpskitError
+    from opskit.logcheck import Target, check_logging, relevant_loggers
+    from opskit.logconf import app_package
+
+    roots = [project, Path(spec.working_directory)]
+    path = [str(r) for r in roots if r.is_dir()]
+    if spec.log_config and Path(spec.log_config).is_file():
+        target = Target("file", spec.log_config)
+        path.insert(0, str(Path(spec.log_config).parent))
+    elif spec.app and module_file(spec.app, roots) is not None:
+        target = Target("module", spec.app)
+    else:
+        return []
+    python = spec.python if Path(spec.python).exists() else sys.executable
+    loggers = relevant_loggers(app_package(spec), [n for n, _ in spec.loggers])
+    try:
+        report = check_logging(target, python=python, loggers=loggers, path=path, cwd=project)
+    except OpskitError as exc:
+        return [
+            Finding(
+                "warning",
+                "logging",
+                f"the logging check could not load {target.value}",
+                str(exc),
+                f"opskit logging check {target.value}",
+            )
+        ]
+    return [
+        Finding(
+            "warning",
+            "logging",
+            f"{item.logger or target.value}: log records go astray",
+            f"loading {target.value}: {item.message}",
+            "use a config from 'opskit logging init' (log-config in the spec); "
+            f"details: opskit logging check {target.value}",
+        )
+        for item in report.findings
     ]
 
 
@@ -751,7 +785,7 @@ def diagnose(
     *,
     project: Path,
     units: Sequence[Path] | None = None,
-    runner: Runner = subprocess.run,
+    pip_runner: PipRunner | None = None,
 ) -> Report:
     """Run every check against this host and project."""
     project = project.resolve()
@@ -779,7 +813,8 @@ def diagnose(
     else:
         stale = []
     findings.extend(scan_del(project))
-    findings.extend(check_pip(spec, runner=runner))
+    findings.extend(check_logging_setup(spec, project))
+    findings.extend(check_pip(spec, runner=pip_runner))
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))
     return Report(findings, stale)
 
@@ -809,5 +844,6 @@ def table(findings: Sequence[Finding]) -> str:
             blocks.append(f"{indent}fix:      {f.fix}")
     counts = {s: sum(1 for f in findings if f.severity == s) for s in SEVERITIES}
     blocks.append("")
-    blocks.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
+    plural = {"error": "errors", "warning": "warnings", "info": "info"}
+    blocks.append(", ".join(f"{n} {s if n == 1 else plural[s]}" for s, n in counts.items()))
     return "\n".join(blocks)

@@ -85,7 +85,8 @@ def test_generated_unit_is_clean(cli, project: Path):
     code, findings, err = doctor(cli, project)
     assert code == 0, err
     assert not [f for f in findings if f["check"].startswith("unit-")]
-    assert checks(findings) == {"pip-check": "info"}
+    # The example app configures no logging, so its INFO lines are lost: a warning.
+    assert checks(findings) == {"pip-check": "info", "logging": "warning"}
 
 
 @needs_analyze
@@ -247,6 +248,24 @@ def test_classes_with_del_are_found(cli, project: Path):
     assert finding["severity"] == "warning"
     assert finding["problem"] == "class Holder defines __del__"
     assert finding["evidence"].startswith("pkg/res.py:6")
+
+
+def test_logging_problems_come_from_logging_check(cli, project: Path, tmp_path: Path):
+    code, findings, _ = doctor(cli, project)
+    assert code == 0
+    logging_findings = [f for f in findings if f["check"] == "logging"]
+    assert any("root logger at WARNING" in f["evidence"] for f in logging_findings)
+    assert all(f["severity"] == "warning" for f in logging_findings)
+
+    # With the config opskit generates named in the spec, nothing goes astray.
+    from opskit.logconf import render_logging
+
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
+    config = tmp_path / "logging.json"
+    config.write_text(render_logging(spec)[0].content)
+    code, findings, _ = doctor(cli, project, "--set", f"log-config={json.dumps(str(config))}")
+    assert code == 0
+    assert "logging" not in checks(findings)
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -494,7 +513,7 @@ def test_pip_check_failures_in_the_apps_environment(cli, project: Path, tmp_path
         str(free_port()),
     )
     assert result.code == 0, result.out + result.err
-    assert "no problems found" in result.out
+    assert "pip-check" not in result.out
 
 
 def test_table_on_screen(cli, project: Path, tmp_path: Path):
@@ -522,7 +541,8 @@ def test_table_on_screen(cli, project: Path, tmp_path: Path):
         for line in lines
     )
     assert any(line.strip().startswith("fix:") for line in lines)
-    assert lines[-1] == "1 error, 1 warning, 1 info"
+    # The unit: no Restart= (error), no RestartSec= (warning); two logging warnings.
+    assert lines[-1] == "1 error, 3 warnings, 1 info"
     assert result.err == "opskit: error: doctor: 1 error finding(s)\n"
 
 
