@@ -57,7 +57,10 @@ def validate(out: Path) -> bool:
         ok &= check(f"logging config {config.name} loads", argv, env)
     shellcheck = shutil.which("shellcheck")
     for script in sorted(out.glob("*.sh")):
-        ok &= check(f"sh -n {script.name}", ["sh", "-n", str(script)])
+        # Parse it with the shell it names (the reload script uses bash arrays).
+        first = script.read_text(encoding="utf-8").splitlines()[0]
+        shell = first.removeprefix("#!").split()[0] if first.startswith("#!") else "sh"
+        ok &= check(f"{Path(shell).name} -n {script.name}", [shell, "-n", str(script)])
         if shellcheck:
             ok &= check(f"shellcheck {script.name}", [shellcheck, str(script)])
         else:

@@ -131,8 +131,10 @@ def bundle(
         working_directory=workdir,
         venv=venv,
     )
-    files = render_bundle(spec, origin)
-    emit(files, target, force=force, check=check, diff=diff)
+    result = render_bundle(spec, origin)
+    for artifact, reason in result.skipped:
+        say(f"{'skipped':<10} {artifact}: {reason}")
+    emit(result.files, target, force=force, check=check, diff=diff)
     if target != "-" and not (check or diff):
         say(f"add this line to your Makefile:  {include_line(origin.directory)}")
 

@@ -23,6 +23,17 @@ def unit_names(spec: AppSpec) -> list[str]:
     return names
 
 
+def reload_script(spec: AppSpec) -> str | None:
+    """The reload script's file name, or None where the reload generator refuses the spec."""
+    from opskit.errors import SpecError
+    from opskit.reload import render_reload
+
+    try:
+        return render_reload(spec)[0].name
+    except SpecError:
+        return None
+
+
 def include_line(directory: str) -> str:
     """The line a project's Makefile needs to pick up the targets."""
     return f"include {directory.rstrip('/') or '/'}/{FILENAME}"
@@ -43,10 +54,16 @@ def render_makefile(
     """
     # gunicorn's master with --preload keeps the code it imported across a HUP.
     in_place = spec.reloadable and not (spec.server == "gunicorn" and spec.preload)
+    script = reload_script(spec)
+    if script:
+        reload_help = "load new code: preflight, reload, prove it serves (reload script)"
+    else:
+        reload_help = "load new code (systemctl reload)" if in_place else "restart the service"
     context = {
         "spec": spec,
+        "reload_script": shell_quote(script) if script else "",
         "reload_in_place": in_place,
-        "reload_help": "load new code (systemctl reload)" if in_place else "restart the service",
+        "reload_help": reload_help,
         "include_path": f"{directory.rstrip('/') or '/'}/{FILENAME}",
         "directory": shell_quote(directory),
         "config": shell_quote(config) if config else "",

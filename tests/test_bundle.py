@@ -55,11 +55,39 @@ def reported(err: str) -> dict[str, str]:
 
 def test_every_generator_contributes_a_file():
     spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
-    names = [f.name for f in render_bundle(spec)]
-    assert "demoapp.service" in names
-    assert "ops.mk" in names
+    bundle = render_bundle(spec)
+    assert bundle.skipped == []
+    names = [f.name for f in bundle.files]
+    assert names[0] == "demoapp.service"
+    assert "logging.json" in names
+    assert "reload-demoapp.sh" in names
+    assert names[-1] == "ops.mk"
     assert len(names) == len(set(names))
     assert len(names) >= len(ARTIFACTS)
+
+
+def test_a_refused_optional_artifact_is_skipped_with_the_reason(cli, tmp_path: Path):
+    # A single uvicorn process dies on SIGHUP: no reload script, everything else.
+    out = tmp_path / "bundle"
+    result = cli(
+        "bundle",
+        "api",
+        "--server",
+        "uvicorn",
+        "--app",
+        "demoapp:asgi",
+        "--set",
+        "workers=1",
+        "-o",
+        str(out),
+    )
+    assert result.code == 0, result.err
+    assert (
+        "skipped    reload script: workers: a single uvicorn process dies on SIGHUP" in result.err
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert "api.service" in names and "ops.mk" in names
+    assert not [n for n in names if n.startswith("reload-")]
 
 
 def test_two_generators_writing_one_file_is_an_error():
@@ -69,7 +97,7 @@ def test_two_generators_writing_one_file_is_an_error():
         return [RenderedFile("same.txt", "a\n")]
 
     with pytest.raises(OpskitError, match=r"same\.txt: written by both the first and the second"):
-        render_bundle(spec, Origin(), artifacts=[("first", one), ("second", one)])
+        render_bundle(spec, Origin(), artifacts=[("first", one, False), ("second", one, False)])
 
 
 def test_create_identical_overwrite(cli, project: Path, tmp_path: Path):
@@ -175,6 +203,9 @@ def test_artifacts_are_valid(cli, project: Path, tmp_path: Path):
         )
         assert proc.returncode == 0, proc.stderr
         json.loads(config.read_text())
-    for script in out.glob("*.sh"):
+    scripts = list(out.glob("*.sh"))
+    assert scripts
+    for script in scripts:
         assert os.access(script, os.X_OK)
-        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0
+        shell = script.read_text().splitlines()[0].removeprefix("#!")
+        assert subprocess.run([shell, "-n", str(script)], check=False).returncode == 0

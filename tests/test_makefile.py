@@ -126,7 +126,7 @@ def test_root_targets_dry_run(tmp_path: Path):
     )
     assert lines[-3:] == [
         "systemctl daemon-reload",
-        "systemctl reload demoapp.service",
+        "'deploy dir'/reload-demoapp.sh ${DEPLOY_ID:+\"$DEPLOY_ID\"}",
         "systemctl restart demoapp.service",
     ]
 
@@ -134,16 +134,32 @@ def test_root_targets_dry_run(tmp_path: Path):
 @pytest.mark.parametrize(
     ("raw", "recipe"),
     [
+        # The reload generator refuses these (a reload would not load new code): restart.
         ({"server": "uvicorn", "app": "demoapp:asgi", "workers": 1}, "restart"),
-        ({"server": "uvicorn", "app": "demoapp:asgi", "workers": 2}, "reload"),
         ({"server": "gunicorn", "app": "demoapp:app", "preload": True}, "restart"),
-        ({"server": "uwsgi", "app": "demoapp:app"}, "reload"),
+        ({"server": "command", "command": ["/usr/bin/app"]}, "restart"),
+        # These get the reload script: preflight, the graceful reload, proof.
+        ({"server": "uvicorn", "app": "demoapp:asgi", "workers": 2}, "script"),
+        ({"server": "gunicorn", "app": "demoapp:app"}, "script"),
+        ({"server": "uwsgi", "app": "demoapp:app"}, "script"),
     ],
 )
 def test_reload_only_where_the_server_loads_new_code(tmp_path: Path, raw: dict, recipe: str):
     mk = write_mk(tmp_path, spec=build_spec({"name": "demoapp", **raw}))
     result = make(mk, "-n", "ops-reload")
-    assert result.stdout.strip() == f"systemctl {recipe} demoapp.service"
+    if recipe == "script":
+        assert result.stdout.startswith("deploy/reload-demoapp.sh ")
+    else:
+        assert result.stdout.strip() == f"systemctl {recipe} demoapp.service"
+
+
+def test_reload_passes_the_deploy_id_as_one_argument(tmp_path: Path):
+    mk = write_mk(tmp_path)
+    given = make(mk, "ops-reload", f"OPS_RELOAD={ECHO_ARGV}", "DEPLOY_ID=v 2; echo x")
+    assert given.returncode == 0, given.stderr
+    assert json.loads(given.stdout.splitlines()[-1]) == ["v 2; echo x"]
+    none = make(mk, "ops-reload", f"OPS_RELOAD={ECHO_ARGV}")
+    assert json.loads(none.stdout.splitlines()[-1]) == []
 
 
 def test_upgrade_passes_the_requirement_as_one_argument(tmp_path: Path):
