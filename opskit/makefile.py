@@ -69,6 +69,7 @@ def render_makefile(
         "config": shell_quote(config) if config else "",
         "args": " ".join(shell_quote(a) for a in args),
         "units": " ".join(shell_quote(u) for u in unit_names(spec)),
+        "python": shell_quote(spec.python),
         "threshold": _THRESHOLDS[spec.hardening.profile],
     }
     return [RenderedFile(FILENAME, render_template("make/ops.mk.j2", **context))]

@@ -167,7 +167,15 @@ def test_upgrade_passes_the_requirement_as_one_argument(tmp_path: Path):
     result = make(mk, "ops-upgrade", "PKG=name==1.2 ; echo injected", f"OPSKIT={ECHO_ARGV}")
     assert result.returncode == 0, result.stderr
     argv = json.loads(result.stdout.splitlines()[-1])
-    assert argv == ["upgrade", "demoapp", "--config", "pyproject.toml", "name==1.2 ; echo injected"]
+    python = "/srv/app/.venv/bin/python"
+    assert argv == [
+        "upgrade",
+        "--config",
+        "pyproject.toml",
+        "--python",
+        python,
+        "name==1.2 ; echo injected",
+    ]
 
 
 def test_upgrade_without_pkg_is_a_usage_error(tmp_path: Path):
@@ -264,3 +272,15 @@ def test_ops_units_then_ops_check_for_real(cli, project: Path):
     skip_drift = make(mk, "ops-check", "OPSKIT=true", cwd=project)
     assert skip_drift.returncode != 0
     assert "Unknown key 'StartLimitIntervalSec' in section [Service]" in skip_drift.stderr
+
+
+def test_upgrade_recipe_is_accepted_by_the_real_upgrade_command(tmp_path: Path):
+    # A requirement without a version stops opskit upgrade at its first step (the pins),
+    # after it has accepted every option the recipe passes: nothing is installed.
+    mk = write_mk(tmp_path)
+    result = make(
+        mk, "ops-upgrade", "PKG=gunicorn", f"OPSKIT={OPSKIT}", f"OPS_PYTHON={sys.executable}"
+    )
+    assert result.returncode != 0
+    assert "opskit: error: 'gunicorn': must be an exact pin NAME==VERSION" in result.stderr
+    assert "No such option" not in result.stderr and "Got unexpected" not in result.stderr
