@@ -157,6 +157,9 @@ def _check_path(key: str, value: Any) -> str:
     # drops the directive, WorkingDirectory= and ExecStart= fatally.
     if any(part in (".", "..") for part in path.split("/")):
         raise SpecError(f"{key}: must not contain '.' or '..' components, got {path!r}")
+    if path.endswith(" "):
+        # systemd strips it from a whole-line value: WorkingDirectory= would name another path.
+        raise SpecError(f"{key}: must not end with a space, got {path!r}")
     _check_line_end(key, path)
     return path
 
