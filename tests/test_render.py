@@ -30,6 +30,7 @@ from opskit.render import (
 from tests.conftest import needs_analyze, verify
 
 Sections = dict[str, list[tuple[str, str]]]
+WHITESPACE = " \t\n\r"
 
 
 def parse(text: str) -> Sections:
@@ -40,7 +41,8 @@ def parse(text: str) -> Sections:
     for raw in text.split("\n"):
         line = pending + raw
         pending = ""
-        stripped = line.strip()
+        # systemd strips ASCII whitespace only (a no-break space is part of the value).
+        stripped = line.strip(WHITESPACE)
         if not stripped or stripped[0] in "#;":
             continue
         # An odd number of trailing backslashes continues the line (systemd.syntax(7)).
@@ -56,7 +58,7 @@ def parse(text: str) -> Sections:
         assert current is not None, f"directive outside a section: {line!r}"
         key, sep, value = line.partition("=")
         assert sep, f"not KEY=VALUE: {line!r}"
-        current.append((key.strip(), value.strip()))
+        current.append((key.strip(WHITESPACE), value.strip(WHITESPACE)))
     return sections
 
 
@@ -90,9 +92,9 @@ _ESCAPES = {
 
 def _specifiers(word: str) -> str:
     # Only "%%" may appear in what opskit writes; any other specifier is a bug.
-    out = re.sub(r"%(.)", lambda m: "%" if m.group(1) == "%" else f"<%{m.group(1)}>", word)
-    assert "<%" not in out, f"unescaped specifier in {word!r}"
-    return out
+    bad = re.findall(r"%(.|$)", word.replace("%%", ""))
+    assert not bad, f"unescaped specifier in {word!r}"
+    return word.replace("%%", "%")
 
 
 def exec_words(line: str) -> list[str]:
@@ -137,9 +139,9 @@ def exec_words(line: str) -> list[str]:
 
 def _dollars(word: str) -> str:
     # "$$" is a literal "$"; a lone "$NAME" or "${NAME}" would be expanded by systemd.
-    out = re.sub(r"\$(\$|\{?[A-Za-z_])", lambda m: "$" if m.group(1) == "$" else "<$>", word)
-    assert "<$>" not in out, f"variable expansion in {word!r}"
-    return out
+    bad = re.findall(r"\$(?:\{|[A-Za-z_])", word.replace("$$", ""))
+    assert not bad, f"variable expansion in {word!r}"
+    return word.replace("$$", "$")
 
 
 def env_assignment(raw: str) -> tuple[str, str]:
