@@ -516,7 +516,8 @@ def unit_files(spec: AppSpec, project: Path, units: Sequence[Path] | None) -> li
     for path in candidates:
         if path.is_dir():
             found.extend(sorted(path.glob("*.service")))
-        elif path.is_file():
+        elif path.is_file() and path.suffix == ".service":
+            # Restart= and the rest belong to services; a .socket unit has none of them.
             found.append(path)
     return found
 
