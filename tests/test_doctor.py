@@ -167,14 +167,16 @@ def test_uwsgi_needs_sigquit(cli, project: Path, tmp_path: Path):
 
 
 def test_gunicorn_preload_with_hup_reload(cli, project: Path, tmp_path: Path):
-    text = unit_text(preload=True)
-    assert "--preload" in text and "ExecReload=/bin/kill -s HUP $MAINPID" in text
+    text = unit_text()
+    assert "ExecReload=/bin/kill -s HUP $MAINPID" in text
+    text = text.replace(" demoapp:app\n", " --preload demoapp:app\n")
     unit = tmp_path / "preload.service"
     unit.write_text(text)
     code, findings, _ = doctor(cli, project, "--units", str(unit))
     assert code == 1
     (finding,) = [f for f in findings if f["check"] == "unit-preload-reload"]
     assert "ExecReload=/bin/kill -s HUP $MAINPID" in finding["evidence"]
+    assert check_unit("x.service", unit_text(), build_spec({"name": "x", "app": "a:b"})) == []
 
 
 def test_timespans():
@@ -231,6 +233,19 @@ def test_uwsgi_ini_without_lazy_apps_and_threads_at_import(cli, project: Path, l
         assert code == 1
         (finding,) = [f for f in findings if f["check"] == "uwsgi-lazy-apps"]
         assert "app.ini has no lazy-apps; threaded.py line 11" in finding["evidence"]
+
+
+def test_uwsgi_unit_without_lazy_apps_and_threads_at_import(cli, project: Path):
+    (project / "threaded.py").write_text(THREADED)
+    unit = project / "deploy" / "demoapp.service"
+    unit.parent.mkdir()
+    text = unit_text(server="uwsgi", app="threaded:app", lazy_apps=False)
+    assert "--lazy-apps" not in text
+    unit.write_text(text)
+    code, findings, _ = doctor(cli, project)
+    assert code == 1
+    (finding,) = [f for f in findings if f["check"] == "uwsgi-lazy-apps"]
+    assert finding["evidence"].startswith("deploy/demoapp.service has no lazy-apps")
 
 
 def test_classes_with_del_are_found(cli, project: Path):
