@@ -173,6 +173,7 @@ HARD = [
     "",
     " ",
     "two words",
+    "tab\there",
     "100%",
     "%n %i %%",
     "$HOME",
