@@ -174,3 +174,48 @@ def test_socket_unit_pairs_with_the_service(case: tuple[str, bool, str]) -> None
     assert value(service, "Unit", "Requires") == "app.socket"
     assert "app.socket" in value(service, "Unit", "After").split()
     assert value(service, "Install", "Also") == "app.socket"
+
+
+# Beyond the matrix: the other shapes a spec takes must verify just as clean.
+VARIANTS = {
+    "unix socket in the runtime dir": {"unix_socket": "/run/app/app.sock"},
+    "unix socket, socket unit": {"unix_socket": "/run/app/app.sock", "socket": True},
+    "unix socket in /tmp": {"unix_socket": "/tmp/app.sock"},
+    "unix socket elsewhere, uwsgi": {
+        "unix_socket": "/srv/sock/app.sock",
+        "server": "uwsgi",
+        "socket": True,
+    },
+    "ipv6 socket unit": {"host": "::1", "socket": True},
+    "all interfaces": {"host": "0.0.0.0"},
+    "all interfaces, socket unit": {"host": "0.0.0.0", "socket": True},
+    "host name": {"host": "example.com"},
+    "static user": {"user": "www", "group": "www"},
+    "uvicorn single worker": {"server": "uvicorn", "workers": 1},
+    "outbound with socket": {"socket": True, "hardening": {"allow_outbound": True}},
+    "code under home": {"working_directory": "/home/u/app"},
+    "allow home and wx": {"hardening": {"allow_home": True, "allow_wx": True}},
+    "log config, uwsgi": {"server": "uwsgi", "log_config": "/etc/app/log.json"},
+    "log config, uvicorn": {"server": "uvicorn", "log_config": "/etc/app/log.json"},
+    "log config, gunicorn": {"log_config": "/etc/app/log.json"},
+    "uwsgi without lazy apps, preload": {"server": "uwsgi", "lazy_apps": False, "preload": True},
+    "env file and writable paths": {
+        "environment_file": "/etc/app/env",
+        "hardening": {"writable_paths": ["/var/lib/app", "/srv/my data"]},
+    },
+    "app factory": {"app": 'app.wsgi:create("prod 100%")'},
+    "restart in ms": {"restart_sec": "500ms"},
+}
+
+
+@needs_analyze
+@pytest.mark.parametrize("extra", VARIANTS.values(), ids=VARIANTS.keys())
+def test_variants_verify_clean(extra: dict[str, object], tmp_path: Path) -> None:
+    raw: dict[str, object] = {"name": "app", "app": "app.wsgi:app", **extra}
+    for file in render_units(build_spec(raw)):
+        (tmp_path / file.name).write_text(file.content)
+    for unit in sorted(tmp_path.iterdir()):
+        assert verify(unit) == "", unit.read_text()
+    sections = parse((tmp_path / "app.service").read_text())
+    assert value(sections, "Unit", "StartLimitIntervalSec") == "0"
+    assert value(sections, "Service", "Restart") == "always"
