@@ -87,8 +87,10 @@ def load_spec(
         if value is None:
             continue
         if key == "hardening" and isinstance(value, Mapping):
-            base = raw.get("hardening")
-            merged = dict(base) if isinstance(base, Mapping) else {}
+            base = raw.get("hardening", {})
+            if not isinstance(base, Mapping):
+                raise SpecError(f"hardening: expected a table, got {base!r}")
+            merged = dict(base)
             merged.update({k: v for k, v in value.items() if v is not None})
             raw["hardening"] = merged
         elif key == "environment" and isinstance(raw.get("environment"), Mapping):
