@@ -179,3 +179,9 @@ def test_parse_assignment(item: str, expected: tuple[str, object]) -> None:
 def test_parse_assignment_needs_key_and_value(item: str) -> None:
     with pytest.raises(UsageError, match="--set: expected KEY=VALUE"):
         parse_assignment(item)
+
+
+def test_a_non_table_hardening_in_the_file_is_not_ignored(tmp_path: Path) -> None:
+    (tmp_path / "opskit.toml").write_text('name = "x"\napp = "x:app"\nhardening = "strict"\n')
+    with pytest.raises(SpecError, match="hardening: expected a table"):
+        load_spec({"hardening": {"profile": None}}, directory=tmp_path)
