@@ -62,6 +62,10 @@ def init_pyproject(directory: Path, *, force: bool) -> tuple[Path, str]:
         raise UsageError(
             f"{path}: not found (opskit init edits an existing pyproject.toml)"
         ) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not valid TOML: not UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         doc = tomlkit.parse(text)
     except TOMLKitError as exc:
@@ -85,5 +89,8 @@ def init_pyproject(directory: Path, *, force: bool) -> tuple[Path, str]:
         tool = tomlkit.table(is_super_table=True)
         doc.add("tool", tool)
     tool["opskit"] = table
-    atomic_write(path, tomlkit.dumps(doc), path.stat().st_mode & 0o777)
+    try:
+        atomic_write(path, tomlkit.dumps(doc), path.stat().st_mode & 0o777)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror}") from None
     return path, action
