@@ -170,3 +170,13 @@ def test_force_replaces_a_non_table_opskit_key(cli, project: Path) -> None:
     assert cli("init").code == 1
     assert cli("init", "--force").code == 0
     assert load(path.read_text())["tool"]["opskit"]["server"] == "gunicorn"
+
+
+def test_unreadable_pyproject(cli, tmp_path: Path) -> None:
+    (tmp_path / "dir" / "pyproject.toml").mkdir(parents=True)
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "pyproject.toml").write_bytes(b'[project]\nname = "\xff"\n')
+    for directory, problem in (("dir", "cannot read: Is a directory"), ("latin1", "not UTF-8")):
+        result = cli("init", str(tmp_path / directory))
+        assert result.code == 2
+        assert len(result.err.splitlines()) == 1 and problem in result.err
