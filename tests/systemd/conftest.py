@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,15 +53,30 @@ def wheelhouse(systemd_host: None) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Venvs:
+    """Host directories of the two prebuilt venvs and the binds that show them inside."""
+
+    servers: Path
+    tool: Path
+
+    @property
+    def binds(self) -> list[nspawn.Bind]:
+        return [
+            nspawn.Bind(self.servers, nspawn.SERVERS_VENV),
+            nspawn.Bind(self.tool, nspawn.TOOL_VENV),
+        ]
+
+
 @pytest.fixture(scope="session")
-def venvs(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Host directory holding the servers' venv and opskit's venv (bound at nspawn.ENV_MOUNT)."""
-    dest = tmp_path_factory.mktemp("venvs")
-    timings = nspawn.build_venvs(dest, wheelhouse, ROOT)
-    record(
-        "venvs built once per session: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
-    )
-    return dest
+def venvs(wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Venvs:
+    """The servers' venv (cached across runs in build/) and opskit's venv (built per session)."""
+    servers, built = nspawn.servers_venv(ROOT / "build" / "systemd-venvs", wheelhouse)
+    tool = tmp_path_factory.mktemp("tool-venv")
+    tool_seconds = nspawn.tool_venv(tool, wheelhouse, ROOT)
+    cached = "cached" if not built else f"built in {built:.1f} s"
+    record(f"venvs: servers {cached}; opskit's own built in {tool_seconds:.1f} s")
+    return Venvs(servers, tool)
 
 
 def record(line: str) -> None:
@@ -91,7 +107,7 @@ BootFn = Callable[..., nspawn.Container]
 
 
 @pytest.fixture
-def boot(venvs: Path, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
+def boot(venvs: Venvs, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
     """Boot containers with the venvs and the example app bound in; all torn down after.
 
     ``boot(name, binds=[...], app=True)``: ``binds`` adds nspawn.Bind()s; ``app=False``
@@ -104,7 +120,7 @@ def boot(venvs: Path, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
     ) -> nspawn.Container:
         if time.monotonic() - _started > BUDGET:
             pytest.fail(f"systemd test budget of {BUDGET:.0f} s used up; not booting {name}")
-        all_binds = [nspawn.Bind(venvs, nspawn.ENV_MOUNT), *binds]
+        all_binds = [*venvs.binds, *binds]
         if app:
             all_binds.append(nspawn.Bind(demo_dir, APP_DIR))
         box = nspawn.Container(name, tmp_path / "containers", binds=all_binds)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -40,10 +41,10 @@ from typing import Any
 HARNESS = Path(__file__).resolve().parent
 #: Where the harness directory (inside.py, the HTTP client) is visible in every container.
 HARNESS_MOUNT = "/srv/harness"
-#: Where the session's prebuilt virtual environments are visible in every container.
-ENV_MOUNT = "/opt/opskit-test"
-SERVERS_VENV = f"{ENV_MOUNT}/servers"
-TOOL_VENV = f"{ENV_MOUNT}/tool"
+#: Where the prebuilt virtual environments are visible in every container: the servers
+#: (gunicorn, uvicorn, uWSGI) in one, this checkout's opskit in the other.
+SERVERS_VENV = "/opt/opskit-test/servers"
+TOOL_VENV = "/opt/opskit-test/tool"
 #: Debian's interpreter: the container sees the host's /usr, not the project's own Python.
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -186,6 +187,8 @@ def run_once(
     argv = [
         *_nspawn_base(name, binds),
         "--as-pid2",
+        # The command's own stdin/stdout/stderr, not a pseudo-terminal that merges them.
+        "--console=pipe",
         f"--setenv={_INSIDE_PATH}",
         "--setenv=LANG=C.UTF-8",
         *env_flags,
@@ -438,7 +441,7 @@ class Container:
     def install_units(
         self, files: Iterable[Any], directory: str = "/etc/systemd/system", reload: bool = True
     ) -> list[str]:
-        """Write unit files (RenderedFile-like: .name, .content; or (name, text)) and daemon-reload."""
+        """Write unit files (RenderedFiles, or (name, text) pairs) and daemon-reload."""
         names = []
         for item in files:
             name, content = (item.name, item.content) if hasattr(item, "content") else item
@@ -537,42 +540,71 @@ def teardown_all() -> None:
 atexit.register(teardown_all)
 
 
-def build_venvs(
-    dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 900.0
-) -> dict[str, float]:
-    """Build the servers' venv and opskit's own venv into ``dest``, offline; return timings.
-
-    They are built inside a throwaway container with Debian's python3 at the path they
-    have in every later container (``ENV_MOUNT``), so their scripts' shebangs and uWSGI's
-    link to libpython are right there; later containers bind ``dest`` read-only.
-    """
+def _build_venv(dest: Path, mount: str, script: str, binds: list[Bind], timeout: float) -> None:
+    """Run ``script`` in a throwaway container where ``dest`` is bound writable at ``mount``."""
     dest.mkdir(parents=True, exist_ok=True)
     dest.chmod(0o755)
-    pip = "-m pip install --quiet --disable-pip-version-check --no-index --find-links /srv/wheels"
-    steps = {
-        "servers": f"{SYSTEM_PYTHON} -m venv {SERVERS_VENV} && "
-        f"{SERVERS_VENV}/bin/python {pip} --use-pep517 gunicorn uvicorn uwsgi",
-        "tool": f"{SYSTEM_PYTHON} -m venv {TOOL_VENV} && "
+    proc = run_once(
+        "build-venv",
+        ["/bin/sh", "-c", f"set -e; {script}"],
+        binds=[Bind(dest, mount, read_only=False), *binds],
+        # No pip configuration of the host (extra indexes, caches) leaks into the build.
+        setenv={"PIP_CONFIG_FILE": "/dev/null", "HOME": "/root"},
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(f"building {mount} failed:\n{proc.stdout}{proc.stderr}")
+
+
+_PIP = "-m pip install --quiet --disable-pip-version-check --no-index --find-links /srv/wheels"
+
+
+def servers_venv(cache: Path, wheelhouse: Path, *, timeout: float = 900.0) -> tuple[Path, float]:
+    """The venv with gunicorn, uvicorn and uWSGI (bound at SERVERS_VENV); built once, cached.
+
+    Built inside a throwaway container with Debian's python3 at the path it has in every
+    later container, so its scripts' shebangs and uWSGI's link to libpython are right
+    there. Compiling uWSGI dominates (tens of seconds), so the result is kept in
+    ``cache`` under a key of the wheelhouse's file names and reused by later runs.
+    Returns the host directory and the seconds spent building (0 when cached).
+    """
+    key = hashlib.sha256("\n".join(sorted(p.name for p in wheelhouse.iterdir())).encode())
+    final = cache / f"servers-{key.hexdigest()[:16]}"
+    if (final / "bin" / "uwsgi").exists():
+        return final, 0.0
+    started = time.monotonic()
+    tmp = cache / f"{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _build_venv(
+        tmp,
+        SERVERS_VENV,
+        f"{SYSTEM_PYTHON} -m venv {SERVERS_VENV} && "
+        f"{SERVERS_VENV}/bin/python {_PIP} --use-pep517 gunicorn uvicorn uwsgi",
+        [Bind(wheelhouse, "/srv/wheels")],
+        timeout,
+    )
+    try:
+        tmp.rename(final)
+    except OSError:  # another session finished the same build first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, time.monotonic() - started
+
+
+def tool_venv(dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 600.0) -> float:
+    """Install this checkout of opskit (not editable) into a venv bound at TOOL_VENV.
+
+    Built fresh each session, since the sources change; returns the seconds it took.
+    """
+    started = time.monotonic()
+    _build_venv(
+        dest,
+        TOOL_VENV,
+        f"{SYSTEM_PYTHON} -m venv {TOOL_VENV} && mkdir /tmp/src && "
         # A copy of the checkout: the build writes next to the sources, the bind is read-only.
-        "mkdir /tmp/opskit-src && tar -C /src/opskit --exclude=./.venv --exclude=./.git "
-        "--exclude=./build -cf - . | tar -C /tmp/opskit-src -xf - && "
-        f"{TOOL_VENV}/bin/python {pip} /tmp/opskit-src",
-    }
-    timings = {}
-    for step, script in steps.items():
-        started = time.monotonic()
-        proc = run_once(
-            f"build-{step}",
-            ["/bin/sh", "-c", f"set -e; {script}"],
-            binds=[
-                Bind(dest, ENV_MOUNT, read_only=False),
-                Bind(wheelhouse, "/srv/wheels"),
-                Bind(source, "/src/opskit"),
-            ],
-            setenv={"PIP_CONFIG_FILE": "/dev/null", "HOME": "/root"},
-            timeout=timeout,
-        )
-        if proc.returncode != 0:
-            raise HarnessError(f"building the {step} venv failed:\n{proc.stdout}{proc.stderr}")
-        timings[step] = time.monotonic() - started
-    return timings
+        "tar -C /src/opskit --exclude=./.venv --exclude=./.git --exclude=./build "
+        "-cf - . | tar -C /tmp/src -xf - && "
+        f"{TOOL_VENV}/bin/python {_PIP} /tmp/src",
+        [Bind(wheelhouse, "/srv/wheels"), Bind(source, "/src/opskit")],
+        timeout,
+    )
+    return time.monotonic() - started
