@@ -77,6 +77,7 @@ def _render_and_verify(raw: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     env_file=PATH,
     profile=st.sampled_from(["default", "relaxed", "off"]),
     socket=st.booleans(),
+    unix=st.one_of(st.none(), PATH.filter(lambda p: len(p.encode()) <= 107)),
 )
 def test_accepted_values_verify_and_round_trip(
     server: str,
@@ -89,6 +90,7 @@ def test_accepted_values_verify_and_round_trip(
     env_file: str,
     profile: str,
     socket: bool,
+    unix: str | None,
 ) -> None:
     raw: dict[str, Any] = {
         "name": "prop",
@@ -101,6 +103,7 @@ def test_accepted_values_verify_and_round_trip(
         "environment_file": env_file,
         "socket": socket,
         "hardening": {"profile": profile, "writable_paths": writable},
+        "unix_socket": unix,
     }
     if description:
         raw["description"] = description
@@ -117,9 +120,11 @@ def test_accepted_values_verify_and_round_trip(
     if description:
         assert value(sections, "Unit", "Description") == description.replace("%", "%%")
     if writable and profile != "off":
-        assert exec_words(value(sections, "Service", "ReadWritePaths").replace("$", "$$")) == (
-            writable
-        )
+        paths = exec_words(value(sections, "Service", "ReadWritePaths").replace("$", "$$"))
+        assert paths[: len(writable)] == writable
+    if unix and socket:
+        listen = parse(render_units(build_spec(raw))[1].content)
+        assert value(listen, "Socket", "ListenStream") == unix.replace("%", "%%")
 
 
 @needs_analyze
