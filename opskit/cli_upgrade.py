@@ -126,7 +126,11 @@ def upgrade(
         history=history,
         pip_args=tuple(index_args),
     )
-    runner = core.SubprocessRunner(notify=lambda message: say(f"{'':<10} {message}"))
+    def notify(message: str) -> None:
+        # Even with --json: a Ctrl-C deserves an answer on the terminal.
+        say(f"{'interrupt':<10} {message}")
+
+    runner = core.SubprocessRunner(notify=notify)
 
     if dry_run:
         _, plan = core.plan_upgrade(request, runner=runner)
@@ -153,6 +157,7 @@ def upgrade(
             request,
             runner=runner,
             progress=core.no_progress if json_out else progress,
+            notify=notify,
         )
     except core.UpgradeFailed as exc:
         if json_out:

@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -103,13 +102,18 @@ class Runner(Protocol):
     ) -> Completed: ...
 
 
+# The children SubprocessRunner is waiting for, so that a second Ctrl-C can reach them.
+_RUNNING: set[int] = set()
+
+
 class SubprocessRunner:
     """Run commands for real, shielded from the terminal's Ctrl-C.
 
     Each child gets its own session, so a Ctrl-C at the terminal reaches opskit only.
     On the first one opskit lets the child finish (an interrupted ``pip install`` can
-    leave a package half uninstalled) and then raises KeyboardInterrupt, so the caller
-    restores from a known state. A second Ctrl-C is passed on to the child.
+    leave a package half uninstalled) and then raises KeyboardInterrupt; a second one
+    is passed on to the child. Inside an upgrade, ``InterruptGuard`` handles Ctrl-C
+    instead and the runner raises nothing: the upgrade checks the guard between steps.
     """
 
     def __init__(self, notify: Callable[[str], None] | None = None) -> None:
@@ -125,48 +129,41 @@ class SubprocessRunner:
         timeout: float | None = None,
     ) -> Completed:
         """Run ``argv`` (never through a shell) and wait for it."""
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return Completed(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc.strerror}")
-        interrupts = 0
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        guard = InterruptGuard(self.notify, step=_short(argv))
+        # The handler is in place before the child starts: a KeyboardInterrupt raised
+        # inside Popen would leave a pip running unwatched.
+        with guard.installed():
             try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                out, err = proc.communicate(timeout=left)
-                break
+                proc = subprocess.Popen(
+                    list(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    errors="replace",
+                    env=dict(env) if env is not None else None,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                return Completed(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc.strerror}")
+            _RUNNING.add(proc.pid)
+            try:
+                out, err = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                _kill_group(proc)
+                _signal_group(proc.pid, signal.SIGKILL)
                 out, err = proc.communicate()
                 err += f"\ntimed out after {timeout:g} s"
-                break
-            except KeyboardInterrupt:
-                interrupts += 1
-                if interrupts == 1:
-                    self.notify(f"interrupted: waiting for {_short(argv)} to finish")
-                else:
-                    self.notify(f"interrupted again: stopping {_short(argv)}")
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGINT)
-        if interrupts:
+            finally:
+                _RUNNING.discard(proc.pid)
+        if guard.count:
             raise KeyboardInterrupt
         return Completed(tuple(argv), proc.returncode, out, err)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
 
 
 def _short(argv: Sequence[str]) -> str:
@@ -176,21 +173,49 @@ def _short(argv: Sequence[str]) -> str:
     return Path(words[0]).name
 
 
-@contextlib.contextmanager
-def sigint_deferred(notify: Callable[[str], None]) -> Iterator[None]:
-    """Hold Ctrl-C off while the snapshot is restored: stopping half way is the worst case."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class InterruptGuard:
+    """Ctrl-C, remembered instead of raised, so that no step stops half way.
 
-    def handler(signum: int, frame: object) -> None:
-        notify("interrupt ignored: restoring the snapshot first")
+    The first Ctrl-C lets the running step finish; the caller looks at ``count``
+    between steps. A second one passes SIGINT on to the running children. While
+    ``restoring`` is set every Ctrl-C is ignored: a half-done restore is the worst case.
+    Only Python's default handler is replaced (and only in the main thread, the one
+    place signal handlers can be set), so an outer guard keeps precedence.
+    """
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def __init__(self, notify: Callable[[str], None], step: str = "the running step") -> None:
+        """Start with no interrupt seen."""
+        self.notify = notify
+        self.step = step
+        self.count = 0
+        self.restoring = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        """The SIGINT handler."""
+        if self.restoring:
+            self.notify("interrupt ignored: restoring the snapshot first")
+            return
+        self.count += 1
+        if self.count == 1:
+            self.notify(f"interrupted: letting {self.step} finish first")
+        else:
+            self.notify(f"interrupted again: stopping {self.step}")
+            for pid in list(_RUNNING):
+                _signal_group(pid, signal.SIGINT)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InterruptGuard]:
+        """Handle SIGINT with this guard for the duration of the block."""
+        if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self.handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def shown(argv: Sequence[str]) -> str:
@@ -1032,12 +1057,14 @@ def run_upgrade(
     *,
     runner: Runner,
     progress: Progress = no_progress,
+    notify: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Plan, snapshot, install, check, smoke, and lock; restore on any failure.
 
     Returns the outcome of a successful (or needless) upgrade; raises UpgradeFailed
     (exit 1) or UpgradeInterrupted (exit 130), carrying the outcome, when it did not
-    happen, after restoring the environment unless ``rollback`` is off.
+    happen, after restoring the environment unless ``rollback`` is off. ``notify``
+    tells the user what a Ctrl-C does (default: through ``progress``).
     """
     env, plan = plan_upgrade(request, runner=runner)
     for change in plan.changes:
@@ -1046,30 +1073,37 @@ def run_upgrade(
     if not plan.changed:
         progress("done", "nothing to do: every package is at the requested version")
         return outcome
+    guard = InterruptGuard(notify or (lambda message: progress("interrupt", message)))
+    with guard.installed():
+        return _upgrade(request, env, plan, outcome, guard, runner=runner, progress=progress)
+
+
+def _upgrade(
+    request: UpgradeRequest,
+    env: Environment,
+    plan: Plan,
+    outcome: Outcome,
+    guard: InterruptGuard,
+    *,
+    runner: Runner,
+    progress: Progress,
+) -> Outcome:
     state = default_state_dir(env)
     history = request.history or state / "upgrade-history.jsonl"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     snap_dir = state / "snapshots" / stamp
     pins = plan.pins
-    names = [p.name for p in pins]
     lock_temp: Path | None = None
-    snapshot: Snapshot | None = None
     try:
         if request.lock is not None:
+            guard.step = "pip-compile"
             moving = " ".join(p.requirement for p in pins)
             progress("lock", f"{request.lock.output}: pip-compile --upgrade-package {moving}")
             lock_temp = prepare_lock(request.lock, pins, request.pip_args, runner=runner)
+        guard.step = "the snapshot"
         snapshot = snapshot_packages(plan, env, snap_dir)
-        outcome.snapshot = snapshot.directory
-        outcome.recovery = restore_argvs(request.python, snapshot)
-        for saved in snapshot.saved:
-            what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
-            progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
     except KeyboardInterrupt:
-        _discard(lock_temp, snap_dir)
-        outcome.result, outcome.step = "interrupted", "snapshot"
-        outcome.reason = "interrupted before any change"
-        raise UpgradeInterrupted("interrupted; nothing changed", outcome) from None
+        guard.count += 1
     except OperationFailed as exc:
         _discard(lock_temp, snap_dir)
         message = str(exc)
@@ -1079,43 +1113,18 @@ def run_upgrade(
     except BaseException:
         _discard(lock_temp, snap_dir)
         raise
+    if guard.count:
+        _discard(lock_temp, snap_dir)
+        outcome.result, outcome.step = "interrupted", guard.step
+        outcome.reason = "interrupted before any change"
+        raise UpgradeInterrupted("interrupted; nothing changed", outcome)
+    outcome.snapshot = snapshot.directory
+    outcome.recovery = restore_argvs(request.python, snapshot)
+    for saved in snapshot.saved:
+        what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
+        progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
 
-    step = "install"
-    failure: str | None = None
-    interrupted = False
-    try:
-        argv = pip_install_argv(request.python, pins, request.pip_args)
-        outcome.commands.append(argv)
-        progress("install", shown(argv))
-        done = runner(argv)
-        if not done.ok:
-            failure = f"pip install failed: {done.tail()}"
-        if failure is None:
-            step = "pip check"
-            outcome.commands.append(pip_check_argv(request.python))
-            problems = pip_check(request.python, runner=runner)
-            outcome.problems = [p for p in problems if p.involves(names)]
-            outcome.unrelated = [p for p in problems if not p.involves(names)]
-            for problem in outcome.unrelated:
-                progress("check", f"already broken, not by this upgrade: {problem.line}")
-            if outcome.problems:
-                lines = "; ".join(p.line.rstrip(".") for p in outcome.problems)
-                failure = f"pip check found: {lines}"
-            else:
-                progress("check", "pip check: no problem with the upgraded packages")
-        if failure is None and request.smoke:
-            step = "smoke"
-            outcome.commands.append(list(request.smoke))
-            progress("smoke", shown(request.smoke))
-            ran = run_smoke(request.smoke, env, request.smoke_cwd, runner=runner)
-            if not ran.ok:
-                failure = f"smoke command failed ({shown(request.smoke)}): {ran.tail()}"
-    except KeyboardInterrupt:
-        interrupted = True
-        failure = f"interrupted during {step}"
-    except OperationFailed as exc:
-        failure = str(exc)
-
+    step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
     if failure is None:
         if lock_temp is not None and request.lock is not None:
             commit_lock(lock_temp, request.lock)
@@ -1128,41 +1137,86 @@ def run_upgrade(
         progress("done", ", ".join(f"{p.name} {p.version}" for p in pins))
         return outcome
 
-    assert snapshot is not None
     _discard(lock_temp, None)
     outcome.step, outcome.reason = step, failure
+    outcome.history = str(history)
     progress("failed", failure)
+    recovery = " && ".join(shown(a) for a in outcome.recovery)
+    fail = UpgradeInterrupted if interrupted else UpgradeFailed
     if not request.rollback:
         outcome.result = "not-rolled-back"
-        outcome.history = str(history)
         append_history(history, outcome.history_record())
-        recovery = " && ".join(shown(a) for a in outcome.recovery)
-        raise UpgradeFailed(
-            f"{failure}; left as it is (--no-rollback); to restore: {recovery}",
+        raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
+    guard.restoring = True
+    restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+    if restore_error is not None:
+        outcome.result = "restore-failed"
+        outcome.reason = f"{failure}; restore: {restore_error}"
+        append_history(history, outcome.history_record())
+        raise fail(
+            f"{failure}; the restore failed too ({restore_error}); to restore by hand: {recovery}",
             outcome,
         )
-    with sigint_deferred(lambda message: progress("restore", message)):
-        restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
-    outcome.history = str(history)
-    if restore_error is None:
-        outcome.result = "interrupted" if interrupted else "rolled-back"
-        # Restored and proven: the snapshot has done its job.
-        shutil.rmtree(snap_dir, ignore_errors=True)
-        outcome.snapshot = None
-        append_history(history, outcome.history_record())
-        back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
-        message = f"{failure}; the environment is back as it was ({back})"
-        if interrupted:
-            raise UpgradeInterrupted(message, outcome)
-        raise UpgradeFailed(message, outcome)
-    outcome.result = "restore-failed"
-    outcome.reason = f"{failure}; restore: {restore_error}"
+    outcome.result = "interrupted" if interrupted else "rolled-back"
+    # Restored and proven: the snapshot has done its job.
+    shutil.rmtree(snap_dir, ignore_errors=True)
+    outcome.snapshot = None
     append_history(history, outcome.history_record())
-    recovery = " && ".join(shown(a) for a in outcome.recovery)
-    raise (UpgradeInterrupted if interrupted else UpgradeFailed)(
-        f"{failure}; the restore failed too ({restore_error}); to restore by hand: {recovery}",
-        outcome,
-    )
+    back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
+    raise fail(f"{failure}; the environment is back as it was ({back})", outcome)
+
+
+def _apply(
+    request: UpgradeRequest,
+    env: Environment,
+    plan: Plan,
+    outcome: Outcome,
+    guard: InterruptGuard,
+    runner: Runner,
+    progress: Progress,
+) -> tuple[str, str | None, bool]:
+    """Install, pip check, smoke; return the step reached, why it failed, and if by Ctrl-C."""
+    names = [p.name for p in plan.pins]
+    step = "install"
+    try:
+        guard.step = "pip install"
+        argv = pip_install_argv(request.python, plan.pins, request.pip_args)
+        outcome.commands.append(argv)
+        progress("install", shown(argv))
+        done = install_packages(request.python, plan.pins, request.pip_args, runner=runner)
+        if guard.count:
+            return step, f"interrupted during {step}", True
+        if not done.ok:
+            return step, f"pip install failed: {done.tail()}", False
+
+        step = guard.step = "pip check"
+        outcome.commands.append(pip_check_argv(request.python))
+        problems = pip_check(request.python, runner=runner)
+        if guard.count:
+            return step, f"interrupted during {step}", True
+        outcome.problems = [p for p in problems if p.involves(names)]
+        outcome.unrelated = [p for p in problems if not p.involves(names)]
+        for problem in outcome.unrelated:
+            progress("check", f"already broken, not by this upgrade: {problem.line}")
+        if outcome.problems:
+            lines = "; ".join(p.line.rstrip(".") for p in outcome.problems)
+            return step, f"pip check found: {lines}", False
+        progress("check", "pip check: no problem with the upgraded packages")
+
+        if request.smoke:
+            step, guard.step = "smoke", "the smoke command"
+            outcome.commands.append(list(request.smoke))
+            progress("smoke", shown(request.smoke))
+            ran = run_smoke(request.smoke, env, request.smoke_cwd, runner=runner)
+            if guard.count:
+                return step, f"interrupted during {step}", True
+            if not ran.ok:
+                return step, f"smoke command failed ({shown(request.smoke)}): {ran.tail()}", False
+    except KeyboardInterrupt:
+        return step, f"interrupted during {step}", True
+    except OperationFailed as exc:
+        return step, str(exc), False
+    return step, None, False
 
 
 def _discard(lock_temp: Path | None, snap_dir: Path | None) -> None:
