@@ -1,0 +1,351 @@
+"""opskit upgrade without pip: pins, the plan, pip check's lines, history, the runner, bad input.
+
+The real pip runs in tests/test_upgrade_pip.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opskit.errors import UsageError
+from opskit.upgrade import (
+    Change,
+    Environment,
+    Installed,
+    InterruptGuard,
+    Pin,
+    Problem,
+    SubprocessRunner,
+    _header_command,
+    _pinned,
+    _wheel_tags,
+    append_history,
+    build_plan,
+    parse_pins,
+    parse_pip_check,
+    pip_install_argv,
+    prune_snapshots,
+    smoke_argv,
+)
+
+# --- pins --------------------------------------------------------------------------------
+
+
+def test_pins_are_normalised():
+    assert parse_pins(["Foo_Bar==1.2", "zope.interface==6.0", "x==1.0+local"]) == (
+        Pin("foo-bar", "1.2"),
+        Pin("zope-interface", "6.0"),
+        Pin("x", "1.0+local"),
+    )
+    assert Pin("foo-bar", "1.2").requirement == "foo-bar==1.2"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("foo", "must be an exact pin NAME==VERSION"),
+        ("foo>=1.0", "must be an exact pin"),
+        ("foo~=1.0", "must be an exact pin"),
+        ("foo==1.0,<2", "must be an exact pin"),
+        ("foo===1.0", "must be an exact pin"),
+        ("foo!=1.0", "must be an exact pin"),
+        ("foo==1.*", "a wildcard is not an exact pin"),
+        ("foo[extra]==1.0", "extras are not installed with --no-deps"),
+        ("foo==1.0; python_version > '3'", "markers are not supported"),
+        ("foo @ https://example.invalid/foo-1.0.whl", "a URL is not a pin"),
+        ("pip==24.0", "not for pip itself"),
+        ("foo==1.0 ; %%%", "not a valid requirement"),
+        ("", "not a valid requirement"),
+        ("foo==1.0\nbar==2.0", "not a valid requirement"),
+    ],
+)
+def test_bad_pins_are_usage_errors(text, reason):
+    with pytest.raises(UsageError) as err:
+        parse_pins([text])
+    assert reason in str(err.value)
+    assert "\n" not in str(err.value).replace(repr(text), "")
+
+
+def test_a_package_given_twice_is_refused():
+    with pytest.raises(UsageError, match="foo-bar is given twice"):
+        parse_pins(["foo_bar==1.0", "Foo-Bar==2.0"])
+
+
+@given(st.text(max_size=30))
+def test_any_text_is_a_pin_or_a_usage_error(text):
+    try:
+        pins = parse_pins([text])
+    except UsageError as exc:
+        assert str(exc)
+    else:
+        assert len(pins) == 1 and pins[0].version
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+
+def environment(**installed: str) -> Environment:
+    return Environment(
+        python="/venv/bin/python",
+        prefix="/venv",
+        base_prefix="/usr",
+        version="3.11.7",
+        scripts="/venv/bin",
+        purelib="/venv/lib/python3.11/site-packages",
+        platlib="/venv/lib/python3.11/site-packages",
+        has_pip=True,
+        installed={
+            name: Installed(name, version, f"/venv/lib/{name}-{version}.dist-info")
+            for name, version in installed.items()
+        },
+    )
+
+
+def test_plan_says_what_changes():
+    env = environment(a="1.0", b="2.0", c="1.0", d="1.0.0")
+    pins = parse_pins(["a==1.1", "b==1.9", "c==1.0", "d==1.0", "e==0.1"])
+    plan = build_plan(pins, env)
+    assert [(c.name, c.old, c.new, c.action) for c in plan.changes] == [
+        ("a", "1.0", "1.1", "upgrade"),
+        ("b", "2.0", "1.9", "downgrade"),
+        ("c", "1.0", "1.0", "unchanged"),
+        # 1.0 and 1.0.0 are the same version (PEP 440): nothing to do.
+        ("d", "1.0.0", "1.0", "unchanged"),
+        ("e", None, "0.1", "install"),
+    ]
+    assert [p.name for p in plan.pins] == ["a", "b", "e"]
+    assert plan.changed
+    assert not build_plan(parse_pins(["c==1.0"]), env).changed
+
+
+def test_install_command_is_an_argument_list():
+    argv = pip_install_argv("/venv/bin/python", [Pin("a", "1.1")], ["--no-index"])
+    assert argv[:4] == ["/venv/bin/python", "-m", "pip", "install"]
+    assert "--no-deps" in argv and "--force-reinstall" in argv
+    assert argv[-2:] == ["--no-index", "a==1.1"]
+
+
+def test_change_describes_itself():
+    assert Change("a", None, "1.0", "install").describe() == "a (not installed) -> 1.0 (install)"
+    assert Change("a", "1.0", "1.0", "unchanged").describe() == "a 1.0 (unchanged)"
+
+
+# --- pip check's lines ----------------------------------------------------------------------
+
+# As pip 23 to 26 print them.
+PIP_CHECK_OUTPUT = """\
+Foo-Bar 1.0 has requirement alpha<4,>=2.5, but you have alpha 2.4.
+beta 1.0 requires Zope.Interface, which is not installed.
+gamma 2.0 is not supported on this platform
+ui 9.0 has requirement ui-core==9.0; os_name == "nt", but you have ui-core 8.0.
+something pip has not printed before
+"""
+
+
+def test_pip_check_lines_are_parsed():
+    problems = parse_pip_check(PIP_CHECK_OUTPUT)
+    assert [(p.kind, p.package, p.version, p.dependency) for p in problems] == [
+        ("conflict", "foo-bar", "1.0", "alpha"),
+        ("missing", "beta", "1.0", "zope-interface"),
+        ("unsupported", "gamma", "2.0", None),
+        ("conflict", "ui", "9.0", "ui-core"),
+        ("other", "", "", None),
+    ]
+    assert problems[0].requirement == "alpha<4,>=2.5" and problems[0].installed == "2.4"
+    assert problems[3].requirement == 'ui-core==9.0; os_name == "nt"'
+    assert problems[3].installed == "8.0"
+    assert problems[4].line == "something pip has not printed before"
+    assert parse_pip_check("No broken requirements found.\n") == []
+
+
+def test_which_problems_the_upgrade_caused():
+    conflict, missing, unsupported, _, other = parse_pip_check(PIP_CHECK_OUTPUT)
+    assert conflict.involves(["alpha"]) and conflict.involves(["foo-bar"])
+    assert not conflict.involves(["beta"])
+    assert missing.involves(["zope-interface"])
+    assert unsupported.involves(["gamma"]) and not unsupported.involves(["alpha"])
+    # A line opskit cannot read might be anyone's: it counts against the upgrade.
+    assert other.involves(["anything"])
+    assert Problem("missing", "a", "1", "a 1 requires b").as_dict()["kind"] == "missing"
+
+
+# --- history, snapshots, lock header ---------------------------------------------------------
+
+
+def test_history_is_appended_one_json_line_each(tmp_path):
+    path = tmp_path / "state" / "history.jsonl"
+    append_history(path, {"result": "ok", "packages": ["a"]})
+    append_history(path, {"result": "rolled-back", "note": "line\nbreak é"})
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["result"] for line in lines] == ["ok", "rolled-back"]
+    assert json.loads(lines[1])["note"] == "line\nbreak é"
+
+
+def test_old_snapshots_are_pruned(tmp_path):
+    for i in range(8):
+        (tmp_path / f"2026010{i}T000000-1").mkdir()
+    prune_snapshots(tmp_path, keep=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"2026010{i}T000000-1" for i in (3, 4, 5, 6, 7)
+    ]
+    prune_snapshots(tmp_path / "missing")
+
+
+def test_wheel_tags_from_the_wheel_file():
+    assert _wheel_tags("Wheel-Version: 1.0\nTag: py3-none-any\n") == "py3-none-any"
+    two = "Tag: py2-none-any\nTag: py3-none-any\n"
+    assert _wheel_tags(two) == "py2.py3-none-any"
+    many = "Tag: cp311-cp311-manylinux_2_17_x86_64\nTag: cp311-cp311-manylinux2014_x86_64\n"
+    assert _wheel_tags(many) == "cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64"
+    assert _wheel_tags("Wheel-Version: 1.0\n") == "py3-none-any"
+
+
+def test_lock_header_and_pins_are_read():
+    text = (
+        "#\n# This file is autogenerated by pip-compile with Python 3.11\n"
+        "# by the following command:\n#\n#    pip-compile --generate-hashes requirements.in\n#\n"
+        "Alpha_One==1.0 \\\n    --hash=sha256:abc\nbeta[x]==2.0 ; python_version > '3'\n"
+        "    # via -r requirements.in\n"
+    )
+    assert _header_command(text) == "pip-compile --generate-hashes requirements.in"
+    assert _header_command("alpha==1.0\n") is None
+    assert _pinned(text) == {"alpha-one": "1.0", "beta": "2.0"}
+
+
+def test_smoke_command_is_split_like_a_shell_would():
+    assert smoke_argv("python -c 'import myapp'") == ["python", "-c", "import myapp"]
+    with pytest.raises(UsageError, match="cannot split"):
+        smoke_argv("python -c 'import")
+    with pytest.raises(UsageError, match="empty"):
+        smoke_argv("   ")
+
+
+# --- the runner ---------------------------------------------------------------------------
+
+
+def test_runner_runs_argument_lists_without_a_shell(tmp_path):
+    run = SubprocessRunner()
+    done = run([sys.executable, "-c", "import sys; print(sys.argv[1])", "$HOME; echo x"])
+    assert done.ok and done.stdout == "$HOME; echo x\n"
+    failed = run([sys.executable, "-c", "import sys; sys.exit('boom')"])
+    assert failed.returncode == 1 and failed.tail() == "boom"
+    missing = run([str(tmp_path / "no-such-program")])
+    assert missing.returncode == 127 and "cannot run" in missing.stderr
+
+
+def test_runner_timeout_kills_the_process_group():
+    started = time.monotonic()
+    done = SubprocessRunner()([sys.executable, "-c", "import time; time.sleep(60)"], timeout=0.5)
+    assert time.monotonic() - started < 30
+    assert not done.ok and "timed out after 0.5 s" in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_first_ctrl_c_lets_the_child_finish_then_raises():
+    notices: list[str] = []
+    child = [
+        sys.executable,
+        "-c",
+        "import time; time.sleep(1.5); print('finished')",
+    ]
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            SubprocessRunner(notify=notices.append)(child)
+    finally:
+        timer.cancel()
+    # It waited for the child (which ran its full 1.5 s) instead of abandoning it.
+    assert time.monotonic() - started >= 1.4
+    assert notices == [f"interrupted: letting {Path(sys.executable).name} finish first"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_guard_ignores_ctrl_c_while_restoring():
+    notices: list[str] = []
+    guard = InterruptGuard(notices.append, step="pip install")
+    with guard.installed():
+        guard.handle(signal.SIGINT, None)
+        guard.restoring = True
+        guard.handle(signal.SIGINT, None)
+    assert guard.count == 1
+    assert notices == [
+        "interrupted: letting pip install finish first",
+        "interrupt ignored: restoring the snapshot first",
+    ]
+
+
+# --- the command line: bad input is exit 2, one line, nothing written ---------------------------
+
+
+@pytest.fixture
+def empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["foo>=1"], "'foo>=1': must be an exact pin NAME==VERSION"),
+        (["foo==1.*"], "a wildcard is not an exact pin"),
+        (["foo==1", "--python", "no/such/python"], "--python no/such/python: no such file"),
+        (["foo==1", "--smoke", "python -c 'x"], "--smoke: cannot split"),
+        (["foo==1", "--config", "missing.toml"], "--config: no such file"),
+        (["foo==1", "--python", "/bin/true"], "--python /bin/true: not a working Python"),
+        (["foo==1", "--smoke", "no-such-smoke-program"], "'no-such-smoke-program' not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(cli, empty_dir, argv, message):
+    history = empty_dir / "history.jsonl"
+    result = cli("upgrade", *argv, "--history", str(history))
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1 and result.err.startswith("opskit: error: ")
+    assert message in result.err
+    assert "Traceback" not in result.err
+    assert list(empty_dir.iterdir()) == []
+
+
+def test_no_requirement_is_a_usage_error(cli, empty_dir):
+    result = cli("upgrade")
+    assert result.code == 2
+    assert "Missing argument" in result.err
+
+
+def test_spec_venv_that_does_not_exist_is_named(cli, empty_dir):
+    (empty_dir / "opskit.toml").write_text(
+        'name = "myapp"\napp = "myapp.wsgi:app"\nvenv = "/nonexistent/venv"\n'
+    )
+    result = cli("upgrade", "foo==1.0")
+    assert result.code == 2
+    assert "/nonexistent/venv/bin/python (the spec's venv) does not exist" in result.err
+
+
+def test_dry_run_on_this_interpreter(cli, empty_dir):
+    # Reads the environment (one interpreter start), runs no pip: nothing can change.
+    from importlib.metadata import version
+
+    have = version("packaging")
+    same = cli("upgrade", f"packaging=={have}", "--dry-run", "--python", sys.executable)
+    assert same.code == 0, same.err
+    assert f"packaging {have} (unchanged)" in same.out
+    other = cli("upgrade", "packaging==0.1", "--dry-run", "--json", "--python", sys.executable)
+    assert other.code == 1, other.err
+    data = json.loads(other.out)
+    assert data["result"] == "dry-run"
+    assert data["packages"] == [
+        {"name": "packaging", "from": have, "to": "0.1", "action": "downgrade"}
+    ]
+    assert data["commands"][0].endswith("--no-deps --force-reinstall packaging==0.1")
+    assert list(empty_dir.iterdir()) == []
