@@ -228,7 +228,7 @@ def _check_pairs(key: str, value: Any, name_re: re.Pattern[str]) -> tuple[tuple[
         raise SpecError(f"{key}: expected a table of NAME = VALUE, got {value!r}")
     pairs = []
     for name, val in items:
-        if not isinstance(name, str) or not name_re.match(name):
+        if not isinstance(name, str) or not name_re.fullmatch(name):
             raise SpecError(f"{key}: invalid name {name!r}")
         if not isinstance(val, str):
             raise SpecError(f"{key}.{name}: expected a string, got {val!r}")
@@ -241,7 +241,7 @@ def check_unit_name(name: Any) -> str:
     text = _check_text("name", name)
     if "@" in text:
         raise SpecError(f"name: template units ('@') are not generated, got {text!r}")
-    if not _UNIT_NAME.match(text):
+    if not _UNIT_NAME.fullmatch(text):
         raise SpecError(
             f"name: {text!r} is not a valid unit name "
             "(an ASCII letter or digit, then letters, digits, '-', '_', '.')"
@@ -291,7 +291,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
 
     if "app" in raw and raw["app"] is not None:
         app = _check_text("app", raw["app"])
-        if not _APP_PATH.match(app):
+        if not _APP_PATH.fullmatch(app):
             raise SpecError(f"app: expected an import path like 'package.module:app', got {app!r}")
         v["app"] = app
     if "command" in raw and raw["command"] is not None:
@@ -334,7 +334,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
     for key in ("user", "group"):
         if raw.get(key) is not None:
             text = _check_text(key, raw[key])
-            if not _USER.match(text) or len(text) > _USER_MAX:
+            if not _USER.fullmatch(text) or len(text) > _USER_MAX:
                 raise SpecError(f"{key}: {text!r} is not a valid user or group name")
             v[key] = text
     if raw.get("group") is not None and raw.get("user") is None:
@@ -357,7 +357,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
             v[key] = path
     if "restart_sec" in raw:
         sec = str(raw["restart_sec"]).strip()
-        if not _DURATION.match(sec):
+        if not _DURATION.fullmatch(sec):
             raise SpecError(f"restart-sec: expected a duration like 5, 500ms or 1min, got {sec!r}")
         v["restart_sec"] = sec
     for key in ("socket", "preload", "lazy_apps"):
