@@ -192,6 +192,9 @@ def test_bad_characters_in_lists_and_tables(char: str) -> None:
 
 def test_a_newline_cannot_inject_a_directive() -> None:
     rejects("description: control character", description="x\nExecStartPre=/bin/rm -rf /")
+    # "$" in a regex also matches before a final newline: names are matched in full.
+    rejects("environment: invalid name", environment={"A\n": "x"})
+    rejects("loggers: invalid name", loggers={"app\n": "INFO"})
 
 
 @pytest.mark.parametrize(
