@@ -76,9 +76,15 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         return ServerUnit(tuple(argv), "exec", reload=spec.reloadable)
     if spec.server == "uwsgi":
         argv = [f"{bin_dir}/uwsgi", "--master", "--module", str(spec.app)]
-        # uWSGI adopts an inherited LISTEN_FDS socket whose address matches this one.
-        address = spec.unix_socket if spec.unix_socket else spec.bind
-        argv += ["--http-socket", address]
+        if spec.socket:
+            # uWSGI makes each LISTEN_FDS socket a socket of its own with the default
+            # protocol (uwsgi, not HTTP) and then skips --http-socket for the same
+            # address (core/setup_utils.c): on a real systemd every request was dropped
+            # as "invalid request block size". Make HTTP the default protocol instead.
+            argv += ["--protocol", "http"]
+        else:
+            address = spec.unix_socket if spec.unix_socket else spec.bind
+            argv += ["--http-socket", address]
         argv += ["--processes", str(spec.workers), "--enable-threads", "--need-app"]
         if spec.lazy_apps:
             # Load the app in each worker: threads started at import do not survive
