@@ -723,11 +723,14 @@ def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
 
     The wheels are found by name in the snapshot directory rather than given as paths:
     pip records a path install in direct_url.json, and pip freeze would then show the
-    package as installed from the (soon deleted) snapshot.
+    package as installed from the (soon deleted) snapshot. ``--isolated`` keeps pip's
+    configuration (a PIP_FIND_LINKS with another build of the same version) out of it.
     """
     argvs = []
     if snapshot.absent:
-        argvs.append([python, "-m", "pip", "uninstall", *PIP_QUIET, "--yes", *snapshot.absent])
+        argvs.append(
+            [python, "-m", "pip", "uninstall", "--isolated", *PIP_QUIET, "--yes", *snapshot.absent]
+        )
     if snapshot.wheels:
         argvs.append(
             [
@@ -735,6 +738,7 @@ def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
                 "-m",
                 "pip",
                 "install",
+                "--isolated",
                 *PIP_QUIET,
                 "--no-deps",
                 "--force-reinstall",
