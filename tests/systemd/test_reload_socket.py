@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_single_uvicorn_has_no_reload():
     assert "ExecReload=" not in render_units(spec)[0].content
 
 
-def _restarts_under_load(box, unit: str, seconds: float = 8.0) -> dict[str, object]:
+def _restarts_under_load(box, unit: str, seconds: float = 8.0) -> dict[str, Any]:
     """Bounded load from inside (4 clients x 25 req/s, loopback) with two restarts in it."""
     load = box.popen(
         "/usr/bin/python3",
@@ -68,12 +69,12 @@ def _restarts_under_load(box, unit: str, seconds: float = 8.0) -> dict[str, obje
         box.systemctl("restart", unit)
         time.sleep(2.0)
         box.systemctl("restart", unit)
-        out, err = load.communicate(timeout=seconds + 60)
+        out, _ = load.communicate(timeout=seconds + 60)
     finally:
         if load.poll() is None:
             load.kill()
             load.wait()
-    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -96,11 +97,11 @@ def test_socket_activation_drops_nothing_across_restarts(server, boot, measure):
 
     measure(
         f"{server}: two restarts under load: with the .socket unit {held['failed']} failed "
-        f"of {int(held['ok']) + int(held['failed'])}; binding the port itself "  # type: ignore[call-overload]
-        f"{bound['failed']} failed of {int(bound['ok']) + int(bound['failed'])} {bound['errors']}"  # type: ignore[call-overload]
+        f"of {int(held['ok']) + int(held['failed'])}; binding the port itself "
+        f"{bound['failed']} failed of {int(bound['ok']) + int(bound['failed'])} {bound['errors']}"
     )
     assert held["failed"] == 0, held
-    assert int(held["ok"]) > 100, held  # type: ignore[call-overload]
+    assert int(held["ok"]) > 100, held
     # The control: the same app without the socket unit does drop requests, so a
     # harness that could not see failures would fail here.
-    assert int(bound["failed"]) > 0, bound  # type: ignore[call-overload]
+    assert int(bound["failed"]) > 0, bound
