@@ -19,4 +19,4 @@ trap 'rm -rf "$tmp"' EXIT
 # "." brings opskit's own dependencies.
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
   . gunicorn uvicorn uwsgi setuptools wheel hatchling
-echo "wheelhouse: $(ls "$dest" | wc -l) files in $dest"
+echo "wheelhouse: $(find "$dest" -maxdepth 1 -type f | wc -l) files in $dest"
