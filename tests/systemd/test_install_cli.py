@@ -1,0 +1,34 @@
+"""`opskit systemd --install` flag checks: bad combinations exit 2 with one line, write nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+BASE = ("systemd", "demo", "--app", "demoapp:app")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--enable",), "--enable needs --install"),
+        (("--restart",), "--restart needs --install"),
+        (("--unit-dir", "units"), "--unit-dir needs --install"),
+        (("--install", "-o", "out"), "cannot be combined with --output"),
+        (("--install", "--check"), "cannot be combined with --check"),
+        (("--install", "--diff"), "cannot be combined with --diff"),
+    ],
+)
+def test_bad_install_flags(cli, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    result = cli(*BASE, *extra)
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and message in result.err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_spec_is_reported_before_any_install_check(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("systemd", "bad name", "--app", "demoapp:app", "--install")
+    assert result.code == 2
+    assert result.err.startswith("opskit: error: name:")
+    assert list(tmp_path.iterdir()) == []
