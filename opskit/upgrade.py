@@ -283,18 +283,30 @@ def parse_pins(texts: Sequence[str]) -> tuple[Pin, ...]:
 
 # --- the environment ----------------------------------------------------------------------
 
-# Runs inside the target interpreter: where it installs, and where each requested
-# distribution lives. importlib.metadata finds the distribution an import would find.
+# Runs inside the target interpreter: where it installs, and which requested distributions
+# it has, the first on sys.path winning as for an import. The .dist-info directory names
+# carry name and version (the wheel spec normalises both), so no METADATA is parsed and
+# importlib.metadata, which would double this script's start-up, is not imported.
 _INSPECT = """\
-import importlib.metadata as md, importlib.util, json, re, sys, sysconfig
-def canon(n):
-    return re.sub(r"[-_.]+", "-", n).lower()
-names = set(json.loads(sys.argv[1]))
+import json, os, sys, sysconfig
+want = set(json.loads(sys.argv[1])) | {"pip"}
 found = {}
-for d in md.distributions():
-    n = canon(d.metadata["Name"] or "")
-    if n in names and n not in found:
-        found[n] = {"version": d.version, "path": str(getattr(d, "_path", ""))}
+for entry in sys.path:
+    try:
+        listing = sorted(os.listdir(entry or "."))
+    except OSError:
+        continue
+    for item in listing:
+        if item.endswith(".dist-info"):
+            stem = item[:-10]
+        elif item.endswith(".egg-info"):
+            stem = item[:-9]
+        else:
+            continue
+        raw, sep, rest = stem.partition("-")
+        name = "-".join(filter(None, raw.lower().replace("_", "-").replace(".", "-").split("-")))
+        if sep and name in want and name not in found:
+            found[name] = {"version": rest.split("-")[0], "path": os.path.join(entry or ".", item)}
 paths = sysconfig.get_paths()
 print(json.dumps({
     "prefix": sys.prefix,
@@ -303,7 +315,6 @@ print(json.dumps({
     "scripts": paths["scripts"],
     "purelib": paths["purelib"],
     "platlib": paths["platlib"],
-    "pip": importlib.util.find_spec("pip") is not None,
     "installed": found,
 }))
 """
@@ -347,9 +358,11 @@ def read_environment(python: str, names: Sequence[str], *, runner: Runner) -> En
         data = None
     if not isinstance(data, dict):
         raise UsageError(f"--python {python}: not a working Python interpreter ({result.tail()})")
+    wanted = set(names)
     installed = {
         name: Installed(name, str(item["version"]), str(item["path"]))
         for name, item in data["installed"].items()
+        if name in wanted
     }
     return Environment(
         python=python,
@@ -359,7 +372,7 @@ def read_environment(python: str, names: Sequence[str], *, runner: Runner) -> En
         scripts=str(data["scripts"]),
         purelib=str(data["purelib"]),
         platlib=str(data["platlib"]),
-        has_pip=bool(data["pip"]),
+        has_pip="pip" in data["installed"],
         installed=installed,
     )
 
@@ -646,13 +659,16 @@ def wheel_from_installed(installed: Installed, env: Environment, directory: Path
             f"cannot snapshot {installed.name}: installed outside the environment ({location})"
         )
     entry_points = _console_scripts(dist_info)
-    wheel_meta = (dist_info / "WHEEL").read_text(encoding="utf-8", errors="replace")
+    wheel_file = dist_info / "WHEEL"
+    wheel_meta = (
+        wheel_file.read_text(encoding="utf-8", errors="replace") if wheel_file.is_file() else ""
+    )
     dist_name = dist_info.name[: -len(".dist-info")]
     data_dir = f"{dist_name}.data"
     # pip writes these three again on install. direct_url.json stays: it is what makes
     # pip freeze show the package as installed from a URL or a path, as before.
     skip_meta = {"RECORD", "INSTALLER", "REQUESTED"}
-    members: list[tuple[str, Path]] = []
+    members: dict[str, Path] = {}
     with record.open(encoding="utf-8", newline="") as handle:
         for row in csv.reader(handle):
             if not row or not row[0]:
@@ -668,7 +684,7 @@ def wheel_from_installed(installed: Installed, env: Environment, directory: Path
                 continue
             inside = _within(str(source), str(location))
             if inside is not None:
-                members.append((inside.replace(os.sep, "/"), source))
+                members[inside.replace(os.sep, "/")] = source
                 continue
             real = os.path.realpath(source)
             if str(Path(real).parent) == scripts and source.name in entry_points:
@@ -678,7 +694,7 @@ def wheel_from_installed(installed: Installed, env: Environment, directory: Path
                 raise OperationFailed(
                     f"cannot snapshot {installed.name}: {rel} lies outside the environment"
                 )
-            members.append((f"{data_dir}/data/{under.replace(os.sep, '/')}", source))
+            members[f"{data_dir}/data/{under.replace(os.sep, '/')}"] = source
     tags = _wheel_tags(wheel_meta)
     filename = f"{dist_name.split('-')[0]}-{installed.version.replace('-', '_')}-{tags}.whl"
     directory.mkdir(parents=True, exist_ok=True)
@@ -686,9 +702,13 @@ def wheel_from_installed(installed: Installed, env: Environment, directory: Path
     lines: list[list[str]] = []
     # Stored, not deflated: the snapshot is read back once, locally, and compressing a
     # large package (numpy, torch) would cost more than every other step together.
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
-        for arcname, source in members:
-            info = zipfile.ZipInfo.from_file(source, arcname)
+    # Not strict about timestamps: a file dated before 1980 (SOURCE_DATE_EPOCH=0 builds)
+    # is stored as of 1980 rather than refused.
+    with zipfile.ZipFile(
+        target, "w", compression=zipfile.ZIP_STORED, strict_timestamps=False
+    ) as archive:
+        for arcname, source in members.items():
+            info = zipfile.ZipInfo.from_file(source, arcname, strict_timestamps=False)
             digest = hashlib.sha256()
             size = 0
             with source.open("rb") as src, archive.open(info, "w") as dst:
@@ -713,7 +733,12 @@ def snapshot_packages(plan: Plan, env: Environment, directory: Path) -> Snapshot
         if have is None:
             saved.append(Saved(change.name, None, None))
         else:
-            wheel = wheel_from_installed(have, env, directory)
+            try:
+                wheel = wheel_from_installed(have, env, directory)
+            except OSError as exc:
+                raise OperationFailed(
+                    f"cannot snapshot {change.name} {have.version}: {exc.filename}: {exc.strerror}"
+                ) from None
             saved.append(Saved(change.name, have.version, str(wheel)))
     return Snapshot(str(directory), tuple(saved))
 

@@ -349,3 +349,96 @@ def test_dry_run_on_this_interpreter(cli, empty_dir):
     ]
     assert data["commands"][0].endswith("--no-deps --force-reinstall packaging==0.1")
     assert list(empty_dir.iterdir()) == []
+
+
+# --- the snapshot wheel, from an installed tree laid out by hand ------------------------------
+
+
+def installed_tree(root: Path) -> tuple[Environment, Installed]:
+    """A venv-like tree holding 'demo 1.0' as pip would have installed it."""
+    site = root / "lib" / "python3.11" / "site-packages"
+    info = site / "demo-1.0.dist-info"
+    files = {
+        site / "demo" / "__init__.py": b"VERSION = '1.0'\n",
+        site / "demo" / "__pycache__" / "__init__.cpython-311.pyc": b"\0bytecode",
+        info / "METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+        info / "WHEEL": b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        info / "entry_points.txt": b"[console_scripts]\ndemo = demo:main\n",
+        info / "INSTALLER": b"pip\n",
+        info / "REQUESTED": b"",
+        info / "direct_url.json": b'{"url": "file:///src/demo", "dir_info": {}}',
+        root / "bin" / "demo": b"#!/venv/bin/python\n# entry point wrapper\n",
+        root / "bin" / "demo-tool": b"#!/venv/bin/python\nprint('tool')\n",
+        root / "share" / "demo" / "notes.txt": "notes, é\n".encode(),
+    }
+    for path, body in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+    (root / "bin" / "demo-tool").chmod(0o755)
+    rows = [os.path.relpath(p, site) + ",," for p in files]
+    rows.append("demo-1.0.dist-info/RECORD,,")
+    rows.append("demo/gone.py,,")  # listed, but deleted since: nothing to keep
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
+    env = Environment(
+        python=str(root / "bin" / "python"),
+        prefix=str(root),
+        base_prefix="/usr",
+        version="3.11.7",
+        scripts=str(root / "bin"),
+        purelib=str(site),
+        platlib=str(site),
+        has_pip=True,
+        installed={},
+    )
+    return env, Installed("demo", "1.0", str(info))
+
+
+def test_snapshot_wheel_carries_what_pip_will_not_write_again(tmp_path):
+    import base64
+    import hashlib
+    import zipfile
+
+    from opskit.upgrade import wheel_from_installed
+
+    env, demo = installed_tree(tmp_path / "venv")
+    wheel = wheel_from_installed(demo, env, tmp_path / "snap")
+    assert wheel.name == "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert names == {
+            "demo/__init__.py",
+            "demo-1.0.dist-info/METADATA",
+            "demo-1.0.dist-info/WHEEL",
+            "demo-1.0.dist-info/entry_points.txt",
+            "demo-1.0.dist-info/direct_url.json",
+            "demo-1.0.dist-info/RECORD",
+            # Not an entry point: kept, byte for byte, at the same place under the prefix.
+            "demo-1.0.data/data/bin/demo-tool",
+            "demo-1.0.data/data/share/demo/notes.txt",
+        }
+        info = archive.getinfo("demo-1.0.data/data/bin/demo-tool")
+        assert (info.external_attr >> 16) & 0o111
+        record = archive.read("demo-1.0.dist-info/RECORD").decode()
+        for line in record.splitlines():
+            name, digest, size = line.rsplit(",", 2)
+            if name.endswith("RECORD"):
+                continue
+            body = archive.read(name)
+            expect = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=")
+            assert digest == "sha256=" + expect.decode() and int(size) == len(body)
+
+
+def test_snapshot_refuses_what_it_cannot_rebuild(tmp_path):
+    from opskit.errors import OperationFailed
+    from opskit.upgrade import wheel_from_installed
+
+    env, demo = installed_tree(tmp_path / "venv")
+    record = Path(demo.dist_info) / "RECORD"
+    text = record.read_text()
+    record.write_text(text + "../../../../outside.txt,,\n")
+    (tmp_path / "outside.txt").write_text("x")
+    with pytest.raises(OperationFailed, match=r"outside\.txt lies outside the environment"):
+        wheel_from_installed(demo, env, tmp_path / "snap")
+    record.unlink()
+    with pytest.raises(OperationFailed, match="has no RECORD"):
+        wheel_from_installed(demo, env, tmp_path / "snap")
