@@ -8,6 +8,7 @@ The measured numbers the tests record are printed at the end of the run.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ BUDGET = float(os.environ.get("OPSKIT_SYSTEMD_BUDGET", "1500"))
 
 _started = time.monotonic()
 _measured: list[str] = []
+_boots: list[float] = []
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -91,6 +93,11 @@ def measure() -> Callable[[str], None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _boots:
+        record(
+            f"containers: {len(_boots)} booted, boot to 'running' "
+            f"{min(_boots):.2f}-{max(_boots):.2f} s (median {statistics.median(_boots):.2f} s)"
+        )
     if _measured:
         terminalreporter.section("opskit real-systemd measurements")
         for line in _measured:
@@ -126,6 +133,7 @@ def boot(venvs: Venvs, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
         box = nspawn.Container(name, tmp_path / "containers", binds=all_binds)
         boxes.append(box)
         box.boot()
+        _boots.append(box.boot_seconds)
         return box
 
     try:
