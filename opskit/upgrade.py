@@ -622,10 +622,23 @@ def _wheel_tags(wheel_text: str) -> str:
 
 
 def _console_scripts(dist_info: Path) -> set[str]:
-    from importlib.metadata import PathDistribution
-
-    eps = PathDistribution(dist_info).entry_points
-    return {ep.name for ep in eps if ep.group in ("console_scripts", "gui_scripts")}
+    """The script names entry_points.txt declares (pip writes those scripts itself)."""
+    # A plain reading of the INI-like file: importlib.metadata would cost more start-up
+    # than the rest of the snapshot of a small package.
+    path = dist_info / "entry_points.txt"
+    if not path.is_file():
+        return set()
+    names: set[str] = set()
+    section = ""
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section in ("console_scripts", "gui_scripts") and "=" in line:
+            names.add(line.split("=", 1)[0].strip())
+    return names
 
 
 def _within(path: str, base: str) -> str | None:
