@@ -23,6 +23,7 @@ bounded: CLIENTS x RATE x DURATION requests per run, loopback only.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import http.client
 import os
@@ -89,6 +90,7 @@ class Load:
     duration: float
     t0: float = 0.0
     samples: list[tuple[float, str | None]] = field(default_factory=list)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _client(self, index: int) -> None:
@@ -102,8 +104,10 @@ class Load:
                 time.sleep(delay)
             try:
                 body: str | None = fetch(self.port)
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 body = None
+                with self.lock:
+                    self.errors[type(exc).__name__] += 1
             mine.append((time.monotonic() - self.t0, body))
         with self.lock:
             self.samples.extend(mine)
@@ -208,6 +212,7 @@ class Run:
     new_after: float | None  # seconds from the action
     new_after_signal: float | None  # seconds from the signal (the script's preflight excluded)
     exit_code: int | None = None
+    errors: tuple[tuple[str, int], ...] = ()
 
 
 def new_code_time(samples: list[tuple[float, str | None]], since: float) -> float | None:
@@ -277,6 +282,7 @@ def one_run(server: str, way: str, args: argparse.Namespace, root: Path) -> Run:
             after,
             after_signal,
             code,
+            tuple(sorted(load.errors.items())),
         )
     finally:
         site.kill()
@@ -338,9 +344,20 @@ def report(runs: list[Run], args: argparse.Namespace, elapsed: float) -> str:
         f"reload at {args.reload_at:g} s, {args.reps} run(s) per cell; "
         f"{datetime.now(timezone.utc):%Y-%m-%d}, Python {platform.python_version()}, "
         f"gunicorn {version('gunicorn')}, uvicorn {version('uvicorn')}, uWSGI {version('uwsgi')}, "
-        f"{os.cpu_count()} CPUs (shared), {elapsed:.0f} s in all."
+        f"{os.cpu_count()} CPUs (shared), {elapsed:.0f} s in all, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end."
     )
-    return "\n".join([head, "", *lines, "", *verdicts, ""])
+    kinds: collections.Counter[str] = collections.Counter()
+    for r in runs:
+        for kind, count in r.errors:
+            kinds[f"{r.server} {r.way}: {kind}"] += count
+    out = [head, "", *lines, ""]
+    if verdicts:
+        out += [*verdicts, ""]
+    if kinds:
+        out += ["Failed requests by error, all runs:", ""]
+        out += [f"- {k}: {n}" for k, n in sorted(kinds.items())] + [""]
+    return "\n".join(out)
 
 
 def main() -> int:
