@@ -95,7 +95,25 @@ def run(argv: list[str], cwd: str, env: dict[str, str]) -> float:
     return elapsed
 
 
-def measure(repeat: int, warmup: int) -> tuple[tuple[Sample, Sample, Sample], str]:
+@dataclass(frozen=True)
+class Result:
+    """The two sides, and opskit's parts measured on their own."""
+
+    raw: Sample
+    opskit: Sample
+    startup: Sample
+    inspect: Sample
+    snapshot: Sample
+    pip: str
+
+    @property
+    def ratio(self) -> float:
+        return self.opskit.median / self.raw.median
+
+
+def measure(repeat: int, warmup: int) -> Result:
+    from opskit.upgrade import SubprocessRunner, read_environment, wheel_from_installed
+
     with tempfile.TemporaryDirectory(prefix="opskit-bench-upgrade-") as tmp:
         root = Path(tmp)
         venv, wheels, cwd = root / "venv", root / "wheels", root / "cwd"
@@ -143,15 +161,31 @@ def measure(repeat: int, warmup: int) -> tuple[tuple[Sample, Sample, Sample], st
                 ops.append(opskit_once())
                 raw.append(raw_once())
             start.append(run(floor, str(cwd), env))
-    return (
-        Sample("raw pip", "pip install --no-deps --force-reinstall + pip check", tuple(raw)),
-        Sample("opskit", "opskit upgrade --no-lock", tuple(ops)),
-        Sample("start-up", "opskit --version", tuple(start)),
-    ), pip_version
+
+        # opskit's own steps, each timed alone: reading the environment (one start of
+        # the target interpreter) and the snapshot of the installed package.
+        runner = SubprocessRunner()
+        inspect: list[float] = []
+        snapshot: list[float] = []
+        for i in range(repeat):
+            begin = time.perf_counter()
+            environment = read_environment(python, ["benchpkg"], runner=runner)
+            inspect.append(time.perf_counter() - begin)
+            begin = time.perf_counter()
+            wheel_from_installed(environment.installed["benchpkg"], environment, root / f"s{i}")
+            snapshot.append(time.perf_counter() - begin)
+    return Result(
+        Sample("raw pip", "`pip install --no-deps --force-reinstall` + `pip check`", tuple(raw)),
+        Sample("opskit", "`opskit upgrade --no-lock`", tuple(ops)),
+        Sample("start-up", "`opskit --version`", tuple(start)),
+        Sample("env read", "the target interpreter reports its paths and packages", tuple(inspect)),
+        Sample("snapshot", "the installed package rebuilt as a wheel", tuple(snapshot)),
+        pip_version,
+    )
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f}"
+    return f"{seconds * 1000:.1f}" if seconds < 0.01 else f"{seconds * 1000:.0f}"
 
 
 def context() -> dict[str, str]:
@@ -170,31 +204,32 @@ def rows(samples: tuple[Sample, ...]) -> list[str]:
     for s in samples:
         q1, q3 = s.quartiles
         out.append(
-            f"| {s.label} | `{s.shown}` | {ms(s.median)} | {ms(q1)}-{ms(q3)} "
+            f"| {s.label} | {s.shown} | {ms(s.median)} | {ms(q1)}-{ms(q3)} "
             f"| {ms(min(s.times))}-{ms(max(s.times))} |"
         )
     return out
 
 
-def report_text(samples: tuple[Sample, Sample, Sample], ratio: float) -> str:
+def report_text(result: Result) -> str:
     lines = [f"{'':9} {'median':>7} {'p25':>6} {'p75':>6} {'min':>6} {'max':>6}  (ms)"]
-    for s in samples:
+    for s in (result.raw, result.opskit, result.startup, result.inspect, result.snapshot):
         q1, q3 = s.quartiles
         lines.append(
             f"{s.label:9} {ms(s.median):>7} {ms(q1):>6} {ms(q3):>6} "
             f"{ms(min(s.times)):>6} {ms(max(s.times)):>6}  {s.shown}"
         )
-    verdict = "within" if ratio <= TARGET else "OVER"
-    lines.append(f"ratio of medians opskit/raw: {ratio:.2f}x ({verdict} the target of {TARGET}x)")
+    verdict = "within" if result.ratio <= TARGET else "OVER"
+    lines.append(
+        f"ratio of medians opskit/raw: {result.ratio:.2f}x ({verdict} the target of {TARGET}x)"
+    )
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(
-    samples: tuple[Sample, Sample, Sample], ratio: float, info: dict[str, str]
-) -> str:
-    raw, ops, start = samples
-    table = "\n".join(rows(samples))
-    verdict = "within" if ratio <= TARGET else "over"
+def report_markdown(result: Result, info: dict[str, str]) -> str:
+    raw, ops = result.raw, result.opskit
+    table = "\n".join(rows((raw, ops)))
+    parts = "\n".join(rows((result.startup, result.inspect, result.snapshot)))
+    verdict = "within" if result.ratio <= TARGET else "over"
     extra = ops.median - raw.median
     return f"""# `opskit upgrade` overhead
 
@@ -214,23 +249,30 @@ from a local `--find-links` directory (`--no-index`), so both sides do the same 
 |---|---|---|---|---|
 {table}
 
-Ratio of the medians, opskit / raw pip: **{ratio:.2f}x**, {verdict} the target of {TARGET}x.
-opskit's extra time is {ms(extra)} ms per upgrade, of which about {ms(start.median)} ms is
-its own start-up (the third row: Python, typer, the CLI).
+Ratio of the medians, opskit / raw pip: **{result.ratio:.2f}x**, {verdict} the target of \
+{TARGET}x. opskit's extra time is {ms(extra)} ms per upgrade (difference of the medians).
 
 ## Where the extra time goes
 
-- opskit's start-up (third row) is most of it.
-- Reading the environment: one start of the target interpreter (`importlib.metadata`,
-  `sysconfig`), some 40-60 ms; no `pip inspect` or `pip list`, each of which costs a
-  pip start-up (several hundred ms).
-- The snapshot: the replaced package's files are read once and stored, not compressed,
-  in a wheel; for this package a few ms. Compressing would cost more than every other
-  step on a large package (numpy, torch), and the wheel is read back only once, locally.
+opskit's own parts, each timed alone in the same run ({len(result.inspect.times)} times):
+
+| | what | median (ms) | p25-p75 (ms) | min-max (ms) |
+|---|---|---|---|---|
+{parts}
+
+- Start-up: Python, typer and the CLI, the same for every opskit command (see
+  [startup.md](startup.md)); most of the difference.
+- Reading the environment: one start of the target interpreter, which lists the
+  `.dist-info` directories on its `sys.path`. It imports neither `importlib.metadata`
+  (a first version did: 50-85 ms for this step, and one run, under heavier load than
+  this one, measured 1.42x overall) nor pip (`pip inspect` or `pip list` would cost a
+  pip start-up, as much as the `pip check` row's share of the baseline).
+- The snapshot: the replaced package's files read once and stored, not compressed, in
+  a wheel.
 - One `pip check`, as in the baseline: problems that exist before the upgrade are told
   apart from new ones by the names they involve, not by a second `pip check` first.
 - A restore costs nothing on success; on failure it is one more offline pip install and
-  one more `pip check`, which is the price of proving the environment is back.
+  one more `pip check`, the price of proving the environment is back.
 
 ## How to rerun
 
@@ -251,17 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 2:
         parser.error("--repeat: at least 2")
-    samples, pip_version = measure(args.repeat, args.warmup)
-    ratio = samples[1].median / samples[0].median
-    sys.stdout.write(report_text(samples, ratio))
+    result = measure(args.repeat, args.warmup)
+    sys.stdout.write(report_text(result))
     if args.write is not None:
         from opskit.write import atomic_write
 
         args.write.parent.mkdir(parents=True, exist_ok=True)
-        info = {**context(), "pip": pip_version}
-        atomic_write(args.write, report_markdown(samples, ratio, info), 0o644)
+        info = {**context(), "pip": result.pip}
+        atomic_write(args.write, report_markdown(result, info), 0o644)
         sys.stdout.write(f"wrote {args.write}\n")
-    return 1 if args.check and ratio > TARGET else 0
+    return 1 if args.check and result.ratio > TARGET else 0
 
 
 if __name__ == "__main__":
