@@ -265,8 +265,8 @@ opskit's own parts, each timed alone in the same run ({len(result.inspect.times)
 - Reading the environment: one start of the target interpreter, which lists the
   `.dist-info` directories on its `sys.path`. It imports neither `importlib.metadata`
   (a first version did: 50-85 ms for this step, and one run, under heavier load than
-  this one, measured 1.42x overall) nor pip (`pip inspect` or `pip list` would cost a
-  pip start-up, as much as the `pip check` row's share of the baseline).
+  this one, measured 1.42x overall) nor pip (`pip inspect` or `pip list` would start
+  pip itself once more, as the baseline's `pip check` does).
 - The snapshot: the replaced package's files read once and stored, not compressed, in
   a wheel.
 - One `pip check`, as in the baseline: problems that exist before the upgrade are told
