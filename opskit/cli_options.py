@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from opskit.errors import UsageError
 from opskit.render import RenderedFile
 from opskit.spec import AppSpec
 
@@ -84,8 +85,16 @@ def load(
 
     merged: dict[str, Any] = {"name": name, **overrides}
     for key, value in _parse_set(sets).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
+        current = merged.get(key)
+        if isinstance(value, dict) and isinstance(current, list):
+            # --env A=1 arrives as a list, --set environment.B=2 as a table: keep both.
+            pairs = dict(item.partition("=")[::2] for item in current if "=" in item)
+            bad = [item for item in current if "=" not in item]
+            if bad:
+                raise UsageError(f"--env: expected NAME=VALUE, got {bad[0]!r}")
+            merged[key] = {**pairs, **value}
+        elif isinstance(value, dict) and isinstance(current, dict):
+            current.update(value)
         else:
             merged[key] = value
     return load_spec(merged, config=config)
@@ -103,6 +112,8 @@ def emit(files: list[RenderedFile], output: str, *, force: bool, check: bool, di
     """Send rendered files to stdout, or check, diff or write them into a directory."""
     from opskit import write as writer
 
+    if output == "-" and (check or diff):
+        raise UsageError("--check and --diff compare files in a directory; not with -o -")
     if output == "-":
         writer.to_stream(files)
         return
