@@ -549,7 +549,7 @@ def _build_venv(dest: Path, mount: str, script: str, binds: list[Bind], timeout:
         ["/bin/sh", "-c", f"set -e; {script}"],
         binds=[Bind(dest, mount, read_only=False), *binds],
         # No pip configuration of the host (extra indexes, caches) leaks into the build.
-        setenv={"PIP_CONFIG_FILE": "/dev/null", "HOME": "/root"},
+        setenv={"PIP_CONFIG_FILE": "/dev/null", "HOME": "/srv"},
         timeout=timeout,
     )
     if proc.returncode != 0:
@@ -599,11 +599,11 @@ def tool_venv(dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 60
     _build_venv(
         dest,
         TOOL_VENV,
-        f"{SYSTEM_PYTHON} -m venv {TOOL_VENV} && mkdir /tmp/src && "
+        f"{SYSTEM_PYTHON} -m venv {TOOL_VENV} && mkdir -p /srv/opskit-src && "
         # A copy of the checkout: the build writes next to the sources, the bind is read-only.
         "tar -C /src/opskit --exclude=./.venv --exclude=./.git --exclude=./build "
-        "-cf - . | tar -C /tmp/src -xf - && "
-        f"{TOOL_VENV}/bin/python {_PIP} /tmp/src",
+        "-cf - . | tar -C /srv/opskit-src -xf - && "
+        f"{TOOL_VENV}/bin/python {_PIP} /srv/opskit-src",
         [Bind(wheelhouse, "/srv/wheels"), Bind(source, "/src/opskit")],
         timeout,
     )
