@@ -226,17 +226,20 @@ class Container:
         *,
         binds: Sequence[Bind] = (),
         boot_timeout: float = 90.0,
+        stop_timeout: float = 20.0,
     ) -> None:
         # Machine names become the container's hostname: keep them short and plain.
         self.name = f"{name[:40]}-{os.getpid()}-{next(_counter)}"
         self.workdir = workdir
         self.binds = [Bind(HARNESS, HARNESS_MOUNT), *binds]
         self.boot_timeout = boot_timeout
+        self.stop_timeout = stop_timeout
         self.console = workdir / f"{self.name}.console.log"
         self.boot_seconds = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid1: int | None = None
         self._cgroup: _Cgroup | None = None
+        self.nspawn_pid: int | None = None
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -274,6 +277,7 @@ class Container:
                 start_new_session=True,
                 env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
             )
+        self.nspawn_pid = self._proc.pid
         try:
             self._pid1 = self._find_pid1(started + self.boot_timeout)
             self._wait_booted(started + self.boot_timeout)
@@ -312,6 +316,11 @@ class Container:
         raise HarnessError(f"{self.name}: not booted in time (state {state!r}): {self.tail()}")
 
     @property
+    def cgroups(self) -> list[Path]:
+        """The host cgroup directories of this container (gone after teardown)."""
+        return list(self._cgroup.dirs) if self._cgroup is not None else []
+
+    @property
     def pid1(self) -> int:
         """The container's PID 1 (systemd), as the host sees it."""
         if self._pid1 is None:
@@ -332,7 +341,7 @@ class Container:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
