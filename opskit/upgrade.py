@@ -917,9 +917,13 @@ def prepare_lock(
     """
     target = lock.output_path
     temp = target.with_name(f".{target.name}.opskit-{os.getpid()}")
-    shutil.copy2(target, temp)
+    try:
+        shutil.copy2(target, temp)
+        text = target.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OperationFailed(f"{lock.output}: cannot copy it: {exc.strerror}") from None
     env = dict(os.environ)
-    text = target.read_text(encoding="utf-8", errors="replace")
     header = _header_command(text)
     if header is not None:
         # The header names the command that made the file; keep it rather than show the
@@ -1143,7 +1147,8 @@ def _upgrade(
             progress("lock", f"{request.lock.output}: pip-compile --upgrade-package {moving}")
             lock_temp = prepare_lock(request.lock, pins, request.pip_args, runner=runner)
         guard.step = "the snapshot"
-        snapshot = snapshot_packages(plan, env, snap_dir)
+        if not guard.count:
+            snapshot = snapshot_packages(plan, env, snap_dir)
     except KeyboardInterrupt:
         guard.count += 1
     except OperationFailed as exc:
@@ -1168,33 +1173,39 @@ def _upgrade(
 
     step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
     if failure is None:
+        lock_error = None
         if lock_temp is not None and request.lock is not None:
-            commit_lock(lock_temp, request.lock)
-            outcome.lock = str(request.lock.output_path)
-            progress("lock", f"{request.lock.output}: {', '.join(p.requirement for p in pins)}")
+            try:
+                commit_lock(lock_temp, request.lock)
+                outcome.lock = str(request.lock.output_path)
+                moved = ", ".join(p.requirement for p in pins)
+                progress("lock", f"{request.lock.output}: {moved}")
+            except OSError as exc:
+                lock_temp.unlink(missing_ok=True)
+                lock_error = f"{request.lock.output}: cannot replace it: {exc.strerror}"
         outcome.result = "ok"
-        outcome.history = str(history)
-        append_history(history, outcome.history_record())
+        _record(history, outcome, progress)
         prune_snapshots(snap_dir.parent)
         progress("done", ", ".join(f"{p.name} {p.version}" for p in pins))
+        if lock_error is not None:
+            raise UpgradeFailed(f"upgraded and verified, but {lock_error}", outcome)
         return outcome
 
     _discard(lock_temp, None)
     outcome.step, outcome.reason = step, failure
-    outcome.history = str(history)
     progress("failed", failure)
     recovery = " && ".join(shown(a) for a in outcome.recovery)
     fail = UpgradeInterrupted if interrupted else UpgradeFailed
     if not request.rollback:
         outcome.result = "not-rolled-back"
-        append_history(history, outcome.history_record())
+        _record(history, outcome, progress)
         raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
     guard.restoring = True
     restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
     if restore_error is not None:
         outcome.result = "restore-failed"
         outcome.reason = f"{failure}; restore: {restore_error}"
-        append_history(history, outcome.history_record())
+        _record(history, outcome, progress)
         raise fail(
             f"{failure}; the restore failed too ({restore_error}); to restore by hand: {recovery}",
             outcome,
@@ -1203,7 +1214,7 @@ def _upgrade(
     # Restored and proven: the snapshot has done its job.
     shutil.rmtree(snap_dir, ignore_errors=True)
     outcome.snapshot = None
-    append_history(history, outcome.history_record())
+    _record(history, outcome, progress)
     back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
     raise fail(f"{failure}; the environment is back as it was ({back})", outcome)
 
@@ -1259,6 +1270,20 @@ def _apply(
     except OperationFailed as exc:
         return step, str(exc), False
     return step, None, False
+
+
+def _record(history: Path, outcome: Outcome, progress: Progress) -> None:
+    """Append the outcome to the history; a history that cannot be written is only reported.
+
+    By then the environment is upgraded or restored: failing the command for its log
+    line would misreport what happened to it.
+    """
+    try:
+        append_history(history, outcome.history_record())
+    except OSError as exc:
+        progress("history", f"not written: {history}: {exc.strerror}")
+        return
+    outcome.history = str(history)
 
 
 def _discard(lock_temp: Path | None, snap_dir: Path | None) -> None:

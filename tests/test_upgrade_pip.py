@@ -263,6 +263,10 @@ def test_upgrade_succeeds_and_records_history(cli, venv, wheels, workdir, tmp_pa
 
 def test_json_outcome_and_nothing_to_do(cli, venv, wheels, workdir, tmp_path):
     install_then_forget(venv, tmp_path, [("alpha", "1.0")])
+    # A problem that was there before and names nothing the upgrade touches.
+    broken = tmp_path / "broken"
+    make_wheel(broken, "zeta", "1.0", requires=["not-installed-anywhere"])
+    venv.pip("install", "--no-deps", "zeta==1.0", links=broken)
     make_wheel(wheels, "alpha", "1.1")
     result = cli(*upgrade_args(venv, wheels, "alpha==1.1"), "--json")
     assert result.code == 0, result.err
@@ -270,6 +274,8 @@ def test_json_outcome_and_nothing_to_do(cli, venv, wheels, workdir, tmp_path):
     assert data["result"] == "ok"
     assert data["packages"] == [{"name": "alpha", "from": "1.0", "to": "1.1", "action": "upgrade"}]
     assert data["problems"] == []
+    assert [p["package"] for p in data["unrelated_problems"]] == ["zeta"]
+    assert data["history"].endswith("/opskit/upgrade-history.jsonl")
     assert result.err == ""
     again = cli(*upgrade_args(venv, wheels, "alpha==1.1"))
     assert again.code == 0
