@@ -83,10 +83,16 @@ class Completed:
         return self.returncode == 0
 
     def tail(self, lines: int = 1) -> str:
-        """The last non-empty lines of its output (stderr first), for a one-line reason."""
-        text = [ln.strip() for ln in (self.stderr + "\n" + self.stdout).splitlines()]
-        found = [ln for ln in text if ln and not ln.startswith("WARNING:")]
-        return " | ".join(found[-lines:]) if found else f"exit code {self.returncode}"
+        """The last lines of stderr (else stdout) that say something, as a one-line reason."""
+        for stream in (self.stderr, self.stdout):
+            found = [
+                ln.strip()
+                for ln in stream.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("WARNING:")
+            ]
+            if found:
+                return " | ".join(found[-lines:])
+        return f"exit code {self.returncode}"
 
 
 class Runner(Protocol):

@@ -239,6 +239,8 @@ def test_runner_runs_argument_lists_without_a_shell(tmp_path):
     assert done.ok and done.stdout == "$HOME; echo x\n"
     failed = run([sys.executable, "-c", "import sys; sys.exit('boom')"])
     assert failed.returncode == 1 and failed.tail() == "boom"
+    noisy = run([sys.executable, "-c", "print('progress'); import sys; sys.exit('the reason')"])
+    assert noisy.tail() == "the reason"
     missing = run([str(tmp_path / "no-such-program")])
     assert missing.returncode == 127 and "cannot run" in missing.stderr
 

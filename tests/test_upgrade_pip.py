@@ -347,7 +347,11 @@ def test_corrupt_wheel_is_rolled_back(cli, venv, wheels, workdir, tmp_path):
     before = venv.state()
     result = cli(*upgrade_args(venv, wheels, "tool==2.0"))
     assert result.code == 1
-    assert_one_error_line(result.err, "pip install failed", "back as it was (tool 1.0)")
+    assert_one_error_line(result.err, "pip install failed: ", "back as it was (tool 1.0)")
+    # The reason is pip's last word on stderr (the decompression error), not the last
+    # line of its progress on stdout.
+    reason = result.err.split("pip install failed: ", 1)[1].split(";", 1)[0]
+    assert "error" in reason.lower() and "Moving to" not in reason, reason
     assert venv.state() == before
 
 
