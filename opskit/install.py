@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from opskit import write as writer
@@ -39,7 +40,7 @@ class Installed:
 
     files: list[writer.Planned]
     steps: list[str]
-    #: Running units whose file changed but that were not restarted (no --restart).
+    #: Running units older than their file that were not restarted (no --restart).
     stale: list[str]
 
 
@@ -66,6 +67,18 @@ def _systemctl(runner: Runner, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def _active_since(runner: Runner, unit: str) -> float | None:
+    """When the unit last became active (epoch seconds, microsecond precision), or None."""
+    text = runner(
+        ("show", "--timestamp=us+utc", "--property=ActiveEnterTimestamp", "--value", unit)
+    ).stdout.strip()
+    try:
+        moment = datetime.strptime(text, "%a %Y-%m-%d %H:%M:%S.%f UTC")
+    except ValueError:  # empty or "n/a": never active
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
+
+
 def _answer(runner: Runner, verb: str, unit: str) -> str:
     # is-enabled / is-active exit non-zero for "disabled" / "inactive": that is an answer.
     return runner((verb, unit)).stdout.strip()
@@ -83,8 +96,10 @@ def install_units(
     """Write the units, reload systemd if any changed, then enable/start or restart on request.
 
     Idempotent: identical files cause no daemon-reload, an enabled unit is not re-enabled,
-    an active one is not started again, and --restart restarts only units whose file
-    changed, so a second identical run changes nothing.
+    an active one is not started again, and --restart restarts only running units that
+    are stale, so a second identical run changes nothing. Stale means running since
+    before its file was last written (by this run or an earlier one without --restart):
+    systemd keeps running the old definition until a restart.
     """
     units = [f.name for f in files]
     # A .socket unit first: the service Requires= it, and it must hold the port before
@@ -106,7 +121,13 @@ def install_units(
         if to_start:
             _systemctl(runner, "start", *to_start)
             steps.append(f"start {' '.join(to_start)}")
-    stale = [u for u in units if u in changed and active_before[u]]
+    stale = []
+    for item in planned:
+        unit = item.file.name
+        since = _active_since(runner, unit) if active_before[unit] else None
+        if since is not None and since < item.path.stat().st_mtime:
+            stale.append(unit)
+    stale.sort(key=units.index)
     if restart and stale:
         # try-restart: a unit stopped meanwhile stays stopped; systemd orders the jobs.
         _systemctl(runner, "try-restart", *stale)

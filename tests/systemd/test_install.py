@@ -77,14 +77,29 @@ def test_install_enable_starts_and_second_run_changes_nothing(boot, measure):
     assert "runs its old definition" in forced.stderr
     assert _state(box)["MainPID"] == before["MainPID"]
     assert "--workers 3" in box.read_file(UNIT)
-    # ... and restarted with --restart only while it still differs from what runs.
-    restarted = box.run(OPSKIT, *changed, "--install", "--restart", "--force", check=False)
+    # ... until a run with --restart, even one whose files are already identical: the
+    # service has run since before its file was written, so it has the old definition.
+    restarted = box.run(OPSKIT, *changed, "--install", "--restart", check=False, timeout=180)
     assert restarted.returncode == 0, restarted.stderr
-    assert "systemctl  nothing to do" in restarted.stderr  # the file was already written
-    box.run(OPSKIT, *ARGS, "--install", "--restart", "--force", timeout=180)
+    assert f"identical  {UNIT}" in restarted.stderr
+    assert "systemctl  restart demo.service" in restarted.stderr
     after = _state(box)
     assert after["MainPID"] != before["MainPID"]
     assert after["ActiveState"] == "active"
+    # Now the running definition is the file's: nothing left to do, nothing restarted.
+    again = box.run(OPSKIT, *changed, "--install", "--restart", check=False, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert "systemctl  nothing to do" in again.stderr
+    assert "old definition" not in again.stderr
+    assert _state(box) == after
+    # Back to the first spec in one step: overwrite, daemon-reload, restart.
+    back = box.run(OPSKIT, *ARGS, "--install", "--restart", "--force", check=False, timeout=180)
+    assert back.returncode == 0, back.stderr
+    assert f"overwrite  {UNIT}" in back.stderr
+    assert "systemctl  daemon-reload" in back.stderr
+    assert "systemctl  restart demo.service" in back.stderr
+    assert _state(box)["MainPID"] != after["MainPID"]
+    assert box.wait_http(url("/health"), timeout=30) < 30
     measure(
         "install: --install --enable then an identical run: "
         f"second run kept MainPID {before['MainPID']} and ran no daemon-reload"
