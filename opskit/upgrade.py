@@ -298,8 +298,9 @@ import json, os, sys, sysconfig
 want = set(json.loads(sys.argv[1])) | {"pip"}
 found = {}
 for entry in sys.path:
+    entry = os.path.abspath(entry or ".")
     try:
-        listing = sorted(os.listdir(entry or "."))
+        listing = sorted(os.listdir(entry))
     except OSError:
         continue
     for item in listing:
@@ -312,7 +313,7 @@ for entry in sys.path:
         raw, sep, rest = stem.partition("-")
         name = "-".join(filter(None, raw.lower().replace("_", "-").replace(".", "-").split("-")))
         if sep and name in want and name not in found:
-            found[name] = {"version": rest.split("-")[0], "path": os.path.join(entry or ".", item)}
+            found[name] = {"version": rest.split("-")[0], "path": os.path.join(entry, item)}
 paths = sysconfig.get_paths()
 print(json.dumps({
     "prefix": sys.prefix,
@@ -358,29 +359,27 @@ class Environment:
 def read_environment(python: str, names: Sequence[str], *, runner: Runner) -> Environment:
     """Ask the target interpreter where it installs and which of ``names`` it has."""
     result = runner([python, "-c", _INSPECT, json.dumps(sorted(names))])
-    try:
-        data = json.loads(result.stdout) if result.ok else None
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise UsageError(f"--python {python}: not a working Python interpreter ({result.tail()})")
     wanted = set(names)
-    installed = {
-        name: Installed(name, str(item["version"]), str(item["path"]))
-        for name, item in data["installed"].items()
-        if name in wanted
-    }
-    return Environment(
-        python=python,
-        prefix=str(data["prefix"]),
-        base_prefix=str(data["base_prefix"]),
-        version=str(data["version"]),
-        scripts=str(data["scripts"]),
-        purelib=str(data["purelib"]),
-        platlib=str(data["platlib"]),
-        has_pip="pip" in data["installed"],
-        installed=installed,
-    )
+    try:
+        data = json.loads(result.stdout) if result.ok else {}
+        installed = {
+            name: Installed(name, str(item["version"]), str(item["path"]))
+            for name, item in data["installed"].items()
+            if name in wanted
+        }
+        return Environment(
+            python=python,
+            prefix=str(data["prefix"]),
+            base_prefix=str(data["base_prefix"]),
+            version=str(data["version"]),
+            scripts=str(data["scripts"]),
+            purelib=str(data["purelib"]),
+            platlib=str(data["platlib"]),
+            has_pip="pip" in data["installed"],
+            installed=installed,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{python}: not a working Python interpreter ({result.tail()})") from None
 
 
 def installed_versions(env: Environment, names: Sequence[str]) -> dict[str, str | None]:
