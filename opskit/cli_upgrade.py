@@ -48,13 +48,16 @@ def _python(given: str | None, spec: AppSpec | None) -> str:
 def upgrade(
     requirements: Annotated[
         list[str],
-        typer.Argument(help="Exact pins, NAME==VERSION, one or more.", show_default=False),
+        typer.Argument(
+            help="Exact pins, NAME==VERSION, one or more.", metavar="REQ...", show_default=False
+        ),
     ],
     *,
     python: Annotated[
         str | None,
         typer.Option(
             "--python",
+            metavar="PATH",
             help="Interpreter of the environment [the spec's venv, else this Python].",
         ),
     ] = None,
@@ -67,6 +70,7 @@ def upgrade(
         str | None,
         typer.Option(
             "--smoke",
+            metavar="CMD",
             help="Command that must succeed afterwards, e.g. \"python -c 'import myapp'\" "
             "[the spec's smoke; '' for none].",
         ),
@@ -90,7 +94,9 @@ def upgrade(
     ] = None,
     find_links: Annotated[
         list[str] | None,
-        typer.Option("--find-links", "-f", help="Also look for wheels here; repeatable."),
+        typer.Option(
+            "--find-links", "-f", metavar="DIR", help="Also look for wheels here; repeatable."
+        ),
     ] = None,
     no_index: Annotated[
         bool, typer.Option("--no-index", help="Use --find-links only, no package index.")
@@ -126,6 +132,7 @@ def upgrade(
         history=history,
         pip_args=tuple(index_args),
     )
+
     def notify(message: str) -> None:
         # Even with --json: a Ctrl-C deserves an answer on the terminal.
         say(f"{'interrupt':<10} {message}")
