@@ -305,7 +305,7 @@ def empty_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (["foo==1", "--python", "no/such/python"], "--python no/such/python: no such file"),
         (["foo==1", "--smoke", "python -c 'x"], "--smoke: cannot split"),
         (["foo==1", "--config", "missing.toml"], "--config: no such file"),
-        (["foo==1", "--python", "/bin/true"], "/bin/true: not a working Python interpreter (exit code 0)"),
+        (["foo==1", "--python", "/bin/true"], "/bin/true: not a working Python interpreter"),
         (["foo==1", "--smoke", "no-such-smoke-program"], "'no-such-smoke-program' not found"),
     ],
 )
