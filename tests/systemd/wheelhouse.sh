@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 dest="${OPSKIT_WHEELHOUSE:-build/wheelhouse}"
-if ls "$dest"/gunicorn-* "$dest"/uwsgi-* "$dest"/hatchling-* >/dev/null 2>&1; then
+# Filled for this pyproject.toml already (its dependencies are what opskit's venv needs)?
+stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$dest/.filled-for" 2>/dev/null)" = "$stamp" ]; then
   echo "wheelhouse: $dest already filled"
   exit 0
 fi
@@ -19,4 +21,5 @@ trap 'rm -rf "$tmp"' EXIT
 # "." brings opskit's own dependencies.
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
   . gunicorn uvicorn uwsgi setuptools wheel hatchling
+echo "$stamp" > "$dest/.filled-for"
 echo "wheelhouse: $(find "$dest" -maxdepth 1 -type f | wc -l) files in $dest"
