@@ -26,6 +26,7 @@ def _project(config: Path | None) -> tuple[AppSpec | None, Path]:
 
 def _python(given: str | None, spec: AppSpec | None) -> str:
     """--python, else the spec's venv, else the interpreter running opskit."""
+    import os
     import sys
 
     from opskit.errors import UsageError
@@ -33,10 +34,10 @@ def _python(given: str | None, spec: AppSpec | None) -> str:
     if given is not None:
         # Absolute but not resolved: a venv's bin/python is a symlink to the base
         # interpreter, and resolving it would step out of the venv.
-        path = Path(given).absolute()
-        if not path.is_file():
+        path = os.path.normpath(Path(given).absolute())
+        if not Path(path).is_file():
             raise UsageError(f"--python {given}: no such file")
-        return str(path)
+        return path
     if spec is not None:
         if not Path(spec.python).is_file():
             raise UsageError(f"{spec.python} (the spec's venv) does not exist; give --python PATH")
@@ -121,7 +122,7 @@ def upgrade(
     smoke_argv = tuple(core.smoke_argv(command)) if command else None
     index_args: list[str] = ["--no-index"] if no_index else []
     for link in find_links or []:
-        index_args += ["--find-links", str(Path(link).absolute())]
+        index_args += ["--find-links", str(Path(link).resolve())]
     request = core.UpgradeRequest(
         pins=pins,
         python=target,

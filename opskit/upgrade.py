@@ -94,6 +94,15 @@ class Completed:
                 return " | ".join(found[-lines:])
         return f"exit code {self.returncode}"
 
+    def reason(self) -> str:
+        """Why pip (or pip-compile) failed: its last ``ERROR:`` line, else the tail."""
+        errors = [
+            ln.strip()[len("ERROR:") :].strip()
+            for ln in self.stderr.splitlines()
+            if ln.strip().startswith("ERROR:") and ln.strip() != "ERROR: Exception:"
+        ]
+        return errors[-1] if errors else self.tail()
+
 
 class Runner(Protocol):
     """Runs one command given as an argument list and returns what it left."""
@@ -941,7 +950,7 @@ def prepare_lock(
         temp.unlink(missing_ok=True)
         raise OperationFailed(
             f"pip-compile could not pin {', '.join(p.requirement for p in pins)} in "
-            f"{lock.output}: {result.tail()} (nothing changed; --no-lock skips the lock file)"
+            f"{lock.output}: {result.reason()} (nothing changed; --no-lock skips the lock file)"
         )
     pinned = _pinned(temp.read_text(encoding="utf-8", errors="replace"))
     for pin in pins:
@@ -1161,7 +1170,9 @@ def _upgrade(
         message = str(exc)
         if "nothing changed" not in message:
             message += " (nothing changed)"
-        raise OperationFailed(message) from None
+        outcome.result, outcome.reason = "failed", message
+        outcome.step = "lock" if guard.step == "pip-compile" else "snapshot"
+        raise UpgradeFailed(message, outcome) from None
     except BaseException:
         _discard(lock_temp, snap_dir)
         raise
@@ -1245,7 +1256,7 @@ def _apply(
         if guard.count:
             return step, f"interrupted during {step}", True
         if not done.ok:
-            return step, f"pip install failed: {done.tail()}", False
+            return step, f"pip install failed: {done.reason()}", False
 
         step = guard.step = "pip check"
         outcome.commands.append(pip_check_argv(request.python))
@@ -1313,7 +1324,7 @@ def _restore(
     results = restore_snapshot(request.python, snapshot, runner=runner)
     bad = [r for r in results if not r.ok]
     if bad:
-        return f"pip exited {bad[0].returncode}: {bad[0].tail()}"
+        return f"pip exited {bad[0].returncode}: {bad[0].reason()}"
     try:
         after = read_environment(request.python, names, runner=runner)
         now = installed_versions(after, names)
