@@ -577,7 +577,8 @@ def servers_venv(cache: Path, wheelhouse: Path, *, timeout: float = 900.0) -> tu
     ``cache`` under a key of the wheelhouse's file names and reused by later runs.
     Returns the host directory and the seconds spent building (0 when cached).
     """
-    key = hashlib.sha256("\n".join(sorted(p.name for p in wheelhouse.iterdir())).encode())
+    names = sorted(p.name for p in wheelhouse.iterdir() if not p.name.startswith("."))
+    key = hashlib.sha256("\n".join(names).encode())
     final = cache / f"servers-{key.hexdigest()[:16]}"
     if (final / "bin" / "uwsgi").exists():
         return final, 0.0
