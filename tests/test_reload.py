@@ -112,8 +112,9 @@ def test_script_is_executable_and_written_through_the_write_step(cli, tmp_path: 
     assert cli(*args, "--check").code == 0
 
 
-def _hard_spec(server: str, supervisor: str):
+def _hard_spec(server: str, supervisor: str, **more):
     return spec(
+        **more,
         server=server,
         workers=2,
         supervisor=supervisor,
@@ -132,8 +133,10 @@ def _hard_spec(server: str, supervisor: str):
 @needs_shellcheck
 @pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
 @pytest.mark.parametrize("supervisor", ["systemd", "pidfile"])
-def test_script_is_shellcheck_clean_with_hard_values(tmp_path: Path, server, supervisor):
-    (script, *_) = render_reload(_hard_spec(server, supervisor))
+@pytest.mark.parametrize("unix", [False, True])
+def test_script_is_shellcheck_clean_with_hard_values(tmp_path: Path, server, supervisor, unix):
+    more = {"unix_socket": f"{HARD_DIR}/app.sock"} if unix else {}
+    (script, *_) = render_reload(_hard_spec(server, supervisor, **more))
     path = tmp_path / script.name
     path.write_text(script.content)
     proc = subprocess.run(

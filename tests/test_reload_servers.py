@@ -281,3 +281,31 @@ def test_a_reload_that_keeps_old_code_fails(site: Site, cli, server):
     proc = run_script(script, "v2", timeout=8)
     assert proc.returncode == 1, proc.stderr
     assert "FAILED: after 8s: /version answers '200 v1', expected '200 v2'" in proc.stderr
+
+
+def test_unix_socket_server(site: Site, cli, tmp_path: Path):
+    """The /proc/net/unix path: gunicorn on a unix socket, probed over it."""
+    sock = site.dir / "run" / "app.sock"
+    site.server = "gunicorn"
+    script = site.script(cli, "--unix-socket", str(sock))
+    argv = gunicorn(site)
+    argv[argv.index("--bind") + 1] = f"unix:{sock}"
+    proc = subprocess.Popen(argv, cwd=site.dir, start_new_session=True)
+    site.procs.append(proc)
+    deadline = time.monotonic() + 60
+    while not sock.exists() or not _children_of_pidfile(site.pidfile, 2):
+        assert time.monotonic() < deadline and proc.poll() is None, "gunicorn did not start"
+        time.sleep(0.1)
+    time.sleep(1)  # both workers import before the code changes
+    (site.dir / "VERSION").write_text("v2\n")
+    result = run_script(script, "v2")
+    assert result.returncode == 0, result.stderr
+    assert f"one server on unix socket {sock}" in result.stderr
+    assert "ok: version v1 -> v2" in result.stderr
+
+
+def _children_of_pidfile(pidfile: Path, count: int) -> bool:
+    if not pidfile.exists() or not pidfile.read_text().strip():
+        return False
+    pid = int(pidfile.read_text())
+    return len(_children(pid)) >= count
