@@ -110,6 +110,13 @@ class Result:
     def ratio(self) -> float:
         return self.opskit.median / self.raw.median
 
+    @property
+    def paired(self) -> tuple[float, float, float]:
+        """Median and quartiles of each repetition's own ratio: how much the ratio wanders."""
+        ratios = [o / r for o, r in zip(self.opskit.times, self.raw.times, strict=True)]
+        q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return q2, q1, q3
+
 
 def measure(repeat: int, warmup: int) -> Result:
     from opskit.upgrade import SubprocessRunner, read_environment, wheel_from_installed
@@ -222,6 +229,8 @@ def report_text(result: Result) -> str:
     lines.append(
         f"ratio of medians opskit/raw: {result.ratio:.2f}x ({verdict} the target of {TARGET}x)"
     )
+    mid, q1, q3 = result.paired
+    lines.append(f"per-repetition ratios: median {mid:.2f}x, p25-p75 {q1:.2f}x-{q3:.2f}x")
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +240,7 @@ def report_markdown(result: Result, info: dict[str, str]) -> str:
     parts = "\n".join(rows((result.startup, result.inspect, result.snapshot)))
     verdict = "within" if result.ratio <= TARGET else "over"
     extra = ops.median - raw.median
+    mid, q1, q3 = result.paired
     return f"""# `opskit upgrade` overhead
 
 What an upgrade costs over doing by hand the two commands it wraps:
@@ -251,6 +261,9 @@ from a local `--find-links` directory (`--no-index`), so both sides do the same 
 
 Ratio of the medians, opskit / raw pip: **{result.ratio:.2f}x**, {verdict} the target of \
 {TARGET}x. opskit's extra time is {ms(extra)} ms per upgrade (difference of the medians).
+Each repetition's own ratio (opskit run / the raw pair next to it): median {mid:.2f}x,
+p25-p75 {q1:.2f}x-{q3:.2f}x, which is how far one run of this benchmark can wander on
+a shared machine.
 
 ## Where the extra time goes
 
