@@ -10,6 +10,7 @@ import typer
 from opskit.cli_options import ConfigOpt, app, say
 
 if TYPE_CHECKING:
+    from opskit import upgrade as core
     from opskit.spec import AppSpec
 
 
@@ -117,16 +118,14 @@ def upgrade(
 
     pins = core.parse_pins(requirements)
     spec, project = _project(config)
-    target = _python(python, spec)
     command = smoke if smoke is not None else (spec.smoke if spec is not None else None)
-    smoke_argv = tuple(core.smoke_argv(command)) if command else None
     index_args: list[str] = ["--no-index"] if no_index else []
     for link in find_links or []:
         index_args += ["--find-links", str(Path(link).resolve())]
     request = core.UpgradeRequest(
         pins=pins,
-        python=target,
-        smoke=smoke_argv,
+        python=_python(python, spec),
+        smoke=tuple(core.smoke_argv(command)) if command else None,
         smoke_cwd=str(project),
         rollback=not no_rollback,
         lock=None if no_lock else core.find_lock(project),
@@ -141,20 +140,7 @@ def upgrade(
     runner = core.SubprocessRunner(notify=notify)
 
     if dry_run:
-        _, plan = core.plan_upgrade(request, runner=runner)
-        outcome = core.Outcome("dry-run", target, plan)
-        if plan.changed:
-            outcome.commands = core.dry_run_commands(request, plan)
-        if json_out:
-            typer.echo(json.dumps(outcome.as_dict(), indent=2))
-        else:
-            for change in plan.changes:
-                typer.echo(f"plan       {change.describe()}")
-            for argv in outcome.commands:
-                typer.echo(f"would run  {core.shown(argv)}")
-        # pip-tools' convention: a dry run that finds work exits 1, so CI can gate on it.
-        if plan.changed:
-            raise typer.Exit(1)
+        _dry_run(request, runner, json_out=json_out)
         return
 
     def progress(step: str, message: str) -> None:
@@ -173,3 +159,25 @@ def upgrade(
         raise
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
+
+
+def _dry_run(request: core.UpgradeRequest, runner: core.Runner, *, json_out: bool) -> None:
+    """Print the plan and the exact commands on stdout; change nothing."""
+    import json
+
+    from opskit import upgrade as core
+
+    _, plan = core.plan_upgrade(request, runner=runner)
+    outcome = core.Outcome("dry-run", request.python, plan)
+    if plan.changed:
+        outcome.commands = core.dry_run_commands(request, plan)
+    if json_out:
+        typer.echo(json.dumps(outcome.as_dict(), indent=2))
+    else:
+        for change in plan.changes:
+            typer.echo(f"plan       {change.describe()}")
+        for argv in outcome.commands:
+            typer.echo(f"would run  {core.shown(argv)}")
+    # pip-tools' convention: a dry run that finds work exits 1, so CI can gate on it.
+    if plan.changed:
+        raise typer.Exit(1)
