@@ -132,6 +132,13 @@ def context() -> dict[str, str]:
     }
 
 
+def pair_ratios(floor: Sample, app: Sample) -> tuple[float, float, float]:
+    """Quartiles of opskit/floor within each interleaved pair (both ran back to back)."""
+    ratios = [a / f for a, f in zip(app.times, floor.times, strict=True)]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q2, q3
+
+
 def report_text(floor: Sample, app: Sample, info: dict[str, str]) -> str:
     ratio = app.median / floor.median
     lines = [
@@ -148,12 +155,15 @@ def report_text(floor: Sample, app: Sample, info: dict[str, str]) -> str:
     verdict = "within" if ratio <= TARGET else "OVER"
     lines.append(f"ratio of medians: {ratio:.2f}x ({verdict} the target of {TARGET}x)")
     lines.append(f"ratio of CPU-time medians: {app.cpu_median / floor.cpu_median:.2f}x")
+    lo, mid, hi = pair_ratios(floor, app)
+    lines.append(f"per-pair ratios: median {mid:.2f}x, p25-p75 {lo:.2f}x-{hi:.2f}x")
     return "\n".join(lines) + "\n"
 
 
 def report_markdown(floor: Sample, app: Sample, info: dict[str, str]) -> str:
     ratio = app.median / floor.median
     cpu_ratio = app.cpu_median / floor.cpu_median
+    lo, mid, hi = pair_ratios(floor, app)
     rows = []
     for s in (floor, app):
         q1, q3 = s.quartiles
@@ -182,6 +192,7 @@ jinja2 {info["jinja2"]}, opskit {info["opskit"]}; {info["machine"]}.
 
 Ratio of the wall-clock medians: **{ratio:.2f}x**, {verdict} the target of {TARGET}x.
 Ratio of the CPU-time (user + system) medians: {cpu_ratio:.2f}x.
+Ratio within each back-to-back pair: median {mid:.2f}x, p25-p75 {lo:.2f}x-{hi:.2f}x.
 
 The machine is shared, so single runs wander (see min-max); the interleaving puts that
 noise on both commands alike, which is why the ratio, not the absolute time, is the
