@@ -13,7 +13,7 @@ from tests.systemd.demo import demo_spec, set_version, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 
-SCRIPT = "/root/reload-demo.sh"
+SCRIPT = "/opt/reload/reload-demo.sh"
 BROKEN = '\nraise RuntimeError("a broken deploy")\n'
 
 
