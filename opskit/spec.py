@@ -114,8 +114,14 @@ class AppSpec:
 
     @property
     def reloadable(self) -> bool:
-        """Whether the server loads new code on SIGHUP (uvicorn only with >= 2 workers)."""
-        if self.server in ("gunicorn", "uwsgi"):
+        """Whether a SIGHUP loads new code (not gunicorn --preload; uvicorn only with workers >= 2).
+
+        gunicorn with --preload imports the app once in the master, so a HUP forks new
+        workers from the old code; uWSGI's HUP re-executes the whole stack.
+        """
+        if self.server == "gunicorn":
+            return not self.preload
+        if self.server == "uwsgi":
             return True
         return self.server == "uvicorn" and self.workers >= 2
 

@@ -19,6 +19,7 @@ class ServerUnit:
     kill_mode: str = "mixed"
     kill_signal: str | None = None
     reload: bool = False
+    no_reload_reason: str | None = None
 
 
 def runtime_dir(spec: AppSpec) -> str:
@@ -55,7 +56,12 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         if spec.log_config:
             argv += ["--log-config-json", spec.log_config]
         argv += [*extra, str(spec.app)]
-        return ServerUnit(tuple(argv), "notify", reload=True)
+        return ServerUnit(
+            tuple(argv),
+            "notify",
+            reload=spec.reloadable,
+            no_reload_reason="with --preload a HUP forks new workers from the old, imported code",
+        )
     if spec.server == "uvicorn":
         argv = [f"{bin_dir}/uvicorn", str(spec.app)]
         if spec.socket:
@@ -73,7 +79,12 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         if spec.log_config:
             argv += ["--log-config", spec.log_config]
         argv += extra
-        return ServerUnit(tuple(argv), "exec", reload=spec.reloadable)
+        return ServerUnit(
+            tuple(argv),
+            "exec",
+            reload=spec.reloadable,
+            no_reload_reason="a single uvicorn process exits on HUP instead of reloading",
+        )
     if spec.server == "uwsgi":
         argv = [f"{bin_dir}/uwsgi", "--master", "--module", str(spec.app)]
         if spec.socket:
