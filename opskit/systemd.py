@@ -154,11 +154,13 @@ def hardening(spec: AppSpec) -> tuple[list[tuple[str, str]], list[str]]:
         protect_home = "read-only"
         notes.append("ProtectHome=read-only: the code or venv lives under a home directory")
     private_tmp = True
-    if spec.unix_socket and _under(spec.unix_socket, "/tmp", "/var/tmp"):
+    in_tmp = bool(spec.unix_socket) and _under(str(spec.unix_socket), "/tmp", "/var/tmp")
+    if in_tmp and not spec.socket:
+        # The server creates the socket: a proxy outside must see the same /tmp.
         private_tmp = False
         notes.append("PrivateTmp= off: the unix socket in /tmp must be visible to the proxy")
     writable = list(h.writable_paths)
-    if spec.unix_socket and not _under(spec.unix_socket, runtime_dir(spec), "/tmp", "/var/tmp"):
+    if spec.unix_socket and not spec.socket and not _under(spec.unix_socket, runtime_dir(spec)):
         parent = spec.unix_socket.rsplit("/", 1)[0] or "/"
         if parent not in writable:
             writable.append(parent)
@@ -248,7 +250,24 @@ def _loopback_only(spec: AppSpec) -> bool:
 
 
 def _check_socket_spec(spec: AppSpec) -> None:
-    if spec.socket and not spec.unix_socket:
+    if spec.unix_socket:
+        if spec.socket and _under(spec.unix_socket, runtime_dir(spec)):
+            # systemd empties RuntimeDirectory= whenever the service stops, deleting the
+            # socket unit's file while the socket unit goes on listening on nothing.
+            raise SpecError(
+                f"unix-socket: with --socket the socket cannot live in {runtime_dir(spec)}/, "
+                f"which systemd removes when the service stops; use e.g. "
+                f"/run/{spec.name}-socket/app.sock"
+            )
+        in_tmp = _under(spec.unix_socket, "/tmp", "/var/tmp")
+        if in_tmp and not spec.socket and spec.dynamic_user:
+            # DynamicUser= implies PrivateTmp=yes, which cannot be switched off.
+            raise SpecError(
+                "unix-socket: a dynamic user's /tmp is private, so no proxy can reach a socket "
+                f"there; use /run/{spec.name}/app.sock, --socket, or set user"
+            )
+        return
+    if spec.socket:
         try:
             ipaddress.ip_address(spec.host)
         except ValueError:

@@ -179,8 +179,9 @@ def test_socket_unit_pairs_with_the_service(case: tuple[str, bool, str]) -> None
 # Beyond the matrix: the other shapes a spec takes must verify just as clean.
 VARIANTS = {
     "unix socket in the runtime dir": {"unix_socket": "/run/app/app.sock"},
-    "unix socket, socket unit": {"unix_socket": "/run/app/app.sock", "socket": True},
-    "unix socket in /tmp": {"unix_socket": "/tmp/app.sock"},
+    "unix socket, socket unit": {"unix_socket": "/run/app-socket/app.sock", "socket": True},
+    "unix socket in /tmp, static user": {"unix_socket": "/tmp/app.sock", "user": "www"},
+    "unix socket in /tmp, socket unit": {"unix_socket": "/tmp/app.sock", "socket": True},
     "unix socket elsewhere, uwsgi": {
         "unix_socket": "/srv/sock/app.sock",
         "server": "uwsgi",
