@@ -110,11 +110,23 @@ def load_spec(
             raw["environment"] = merged_env
         else:
             raw[key] = value
-    where = f"{source.name}: " if source is not None else ""
     try:
         return build_spec(raw)
     except SpecError as exc:
+        # Name the file only when the bad value came from it, not from a flag.
+        where = f"{source.name}: " if source is not None and not _overridden(exc, overrides) else ""
         raise SpecError(f"{where}{exc}") from None
+
+
+def _overridden(exc: SpecError, overrides: Mapping[str, Any]) -> bool:
+    """Whether the field a SpecError names ("log-level: ...") was given on the command line."""
+    field = str(exc).split(":", 1)[0]
+    top, _, sub = field.partition(".")
+    top = top.split("[", 1)[0].replace("-", "_")
+    value = overrides.get(top)
+    if isinstance(value, Mapping) and sub:
+        return value.get(sub.split("[", 1)[0].replace("-", "_")) is not None
+    return value is not None
 
 
 def parse_assignment(item: str) -> tuple[str, Any]:
