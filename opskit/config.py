@@ -132,8 +132,13 @@ def _overridden(exc: SpecError, overrides: Mapping[str, Any]) -> bool:
 def parse_assignment(item: str) -> tuple[str, Any]:
     """Parse ``--set key=value``: the value as TOML (true, 3, ["a"]), else as a plain string."""
     key, sep, text = item.partition("=")
-    key = key.strip().replace("-", "_")
-    if not sep or not key:
+    table, dot, sub = key.strip().partition(".")
+    table = table.replace("-", "_")
+    # Variable and logger names keep their spelling (--set loggers.my-lib=DEBUG).
+    if table not in ("environment", "loggers"):
+        sub = sub.replace("-", "_")
+    key = f"{table}{dot}{sub}"
+    if not sep or not table:
         raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
     try:
         value = tomllib.loads(f"v = {text}")["v"]

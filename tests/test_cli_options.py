@@ -30,3 +30,11 @@ def test_error_names_the_file_only_when_the_bad_value_is_in_it(cli, tmp_path, mo
     from_flag = cli("systemd", "-o", "-", "--port", "80", "--workers", "0")
     assert from_flag.code == 2
     assert from_flag.err.startswith("opskit: error: workers:")
+
+
+def test_set_keeps_the_spelling_of_logger_and_variable_names(cli):
+    from opskit.cli_options import load
+
+    spec = load("x", None, ["loggers.my-lib=DEBUG", "log-level=INFO"], app="a:b")
+    assert spec.loggers == (("my-lib", "DEBUG"),)
+    assert spec.log_level == "INFO"
