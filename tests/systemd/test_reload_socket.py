@@ -41,11 +41,25 @@ def test_reload_loads_new_code_keeping_main_pid(server, boot, demo_dir, measure)
     measure(f"{server}: systemctl reload to new /version, same MainPID: {seconds:.2f} s")
 
 
-def test_single_uvicorn_has_no_reload():
-    # A lone uvicorn process dies on SIGHUP, so its unit must not offer a reload at all.
-    spec = demo_spec("uvicorn", workers=1)
+@pytest.mark.parametrize(
+    ("server", "overrides"),
+    [("uvicorn", {"workers": 1}), ("gunicorn", {"preload": True})],
+)
+def test_no_reload_where_hup_keeps_old_code(server, overrides, boot):
+    # A lone uvicorn process dies on SIGHUP and gunicorn --preload forks workers from the
+    # old code: systemd itself must say such a unit cannot reload, so a deploy restarts.
+    spec = demo_spec(server, **overrides)
     assert not spec.reloadable
-    assert "ExecReload=" not in render_units(spec)[0].content
+    unit = f"{spec.name}.service"
+    box = boot(f"noreload-{server}")
+    box.install_units(render_units(spec))
+    assert box.show(unit, "CanReload") == {"CanReload": "no"}
+    box.systemctl("start", unit)
+    box.wait_http(url("/health"), timeout=60)
+    pid = box.main_pid(unit)
+    # The running service refuses the reload outright instead of pretending to load code.
+    assert box.run("systemctl", "reload", unit, check=False).returncode != 0
+    assert box.main_pid(unit) == pid
 
 
 def _restarts_under_load(box, unit: str, seconds: float = 8.0) -> dict[str, Any]:
