@@ -30,6 +30,17 @@ def _install(box, spec) -> str:
     return unit
 
 
+def _wait_for_workers(box, count: int, timeout: float = 30.0) -> None:
+    """Poll /pid until ``count`` different workers have answered (each has the app loaded)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"only workers {seen} answered in {timeout}s"
+        answer = box.http_get(url("/pid"))
+        if answer.status == 200:
+            seen.add(answer.body.strip())
+
+
 def _reload(box, *args: str):
     started = time.monotonic()
     proc = box.run(SCRIPT, *args, check=False, timeout=180)
@@ -68,15 +79,16 @@ def test_broken_code_keeps_the_old_code_serving(boot, demo_dir: Path):
     box = boot("reload-broken")
     unit = _install(box, spec)
     main_before = box.main_pid(unit)
+    # Both workers must have imported the app before the code breaks: a worker still
+    # booting would import the broken file, and gunicorn halts when a worker cannot boot.
+    _wait_for_workers(box, spec.workers)
     set_version(demo_dir, "2")
     with (demo_dir / "demoapp.py").open("a") as handle:
         handle.write(BROKEN)
     proc, _ = _reload(box, "2")
     assert proc.returncode == 1
     assert "FAILED: preflight: the new code does not import" in proc.stderr
-    # The old code still answers (polled: one full CI run saw a single GET here fail
-    # without the service going down; a dead or replaced server never answers "1").
-    box.wait_http(url("/version"), timeout=30, body="1")
+    assert box.http_get(url("/version")).body.strip() == "1"
     assert box.main_pid(unit) == main_before
     # Nothing was signalled: systemd logged no reload of the unit.
     assert "Reloading" not in box.journal(unit)
