@@ -119,7 +119,7 @@ class Result:
 
 
 def measure(repeat: int, warmup: int) -> Result:
-    from opskit.upgrade import SubprocessRunner, read_environment, wheel_from_installed
+    from opskit.upgrade.run import SubprocessRunner, read_environment, wheel_from_installed
 
     with tempfile.TemporaryDirectory(prefix="opskit-bench-upgrade-") as tmp:
         root = Path(tmp)

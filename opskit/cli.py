@@ -1,6 +1,6 @@
 """The command line: parse, call one core function, map the result to an exit code.
 
-Shared options and helpers live in opskit.cli_options; the commands of each later
+Shared options and helpers live in opskit.options; the commands of each later
 artifact live in opskit/cli_*.py and register on the same app when imported below.
 """
 
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opskit import __version__
-from opskit.cli_options import (
+from opskit.errors import EXIT_USAGE, OpskitError
+from opskit.options import (
     AppOpt,
     CheckOpt,
     CommandOpt,
@@ -42,7 +43,6 @@ from opskit.cli_options import (
     load,
     say,
 )
-from opskit.errors import EXIT_USAGE, OpskitError
 
 if TYPE_CHECKING:
     from opskit.render import RenderedFile
@@ -141,7 +141,7 @@ def systemd(
     With --install, write them where systemd reads them, daemon-reload, and with --enable
     enable and start them; a second identical run changes nothing.
     """
-    from opskit.systemd import render_units
+    from opskit.systemd.units import render_units
 
     _check_install_flags(
         install=install,
@@ -190,7 +190,7 @@ def systemd(
         say(f"writing to {target}/ (the default; -o DIR or -o - to change)")
     emit(files, target, force=force, check=check, diff=diff)
     if target != "-" and not (check or diff):
-        from opskit.analyze import security_score
+        from opskit.systemd.analyze import security_score
 
         for file in files:
             if file.name.endswith(".service"):
@@ -224,8 +224,8 @@ def _check_install_flags(
 def _install(
     files: list[RenderedFile], unit_dir: Path | None, *, force: bool, enable: bool, restart: bool
 ) -> None:
-    from opskit import install as installer
-    from opskit.analyze import security_score
+    from opskit.systemd import install as installer
+    from opskit.systemd.analyze import security_score
 
     installer.check_can_install()
     directory = unit_dir or installer.SYSTEM_UNIT_DIR
@@ -261,7 +261,7 @@ def init(
     force: ForceOpt = False,
 ) -> None:
     """Add a starter [tool.opskit] table to pyproject.toml, keeping the rest of the file."""
-    from opskit.project import init_pyproject
+    from opskit.init.project import init_pyproject
 
     path, action = init_pyproject(directory, force=force)
     say(f"{action:<10} {path} [tool.opskit]")
@@ -269,7 +269,10 @@ def init(
 
 # --- the other artifacts' commands register on ``app`` when imported ----------------------
 
-from opskit import cli_logging, cli_ops, cli_reload, cli_upgrade  # noqa: E402
+from opskit.bundle import cli as cli_ops  # noqa: E402
+from opskit.logconfig import cli as cli_logging  # noqa: E402
+from opskit.reload import cli as cli_reload  # noqa: E402
+from opskit.upgrade import cli as cli_upgrade  # noqa: E402
 
 __all__ = ["app", "cli_logging", "cli_ops", "cli_reload", "cli_upgrade", "main", "run"]
 

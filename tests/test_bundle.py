@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.bundle import ARTIFACTS, Origin, render_bundle
+from opskit.bundle.artifacts import ARTIFACTS, Origin, render_bundle
 from opskit.errors import OpskitError
 from opskit.render import RenderedFile
 from opskit.spec import build_spec

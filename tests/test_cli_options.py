@@ -33,7 +33,7 @@ def test_error_names_the_file_only_when_the_bad_value_is_in_it(cli, tmp_path, mo
 
 
 def test_set_keeps_the_spelling_of_logger_and_variable_names(cli):
-    from opskit.cli_options import load
+    from opskit.options import load
 
     spec = load("x", None, ["loggers.my-lib=DEBUG", "log-level=INFO"], app="a:b")
     assert spec.loggers == (("my-lib", "DEBUG"),)

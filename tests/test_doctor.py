@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from opskit.doctor import check_unit, import_time_threads, parse_timespan
+from opskit.doctor.checks import check_unit, import_time_threads
 from opskit.spec import build_spec
-from opskit.systemd import render_units
+from opskit.systemd.unitfile import parse_timespan
+from opskit.systemd.units import render_units
 from tests.conftest import EXAMPLE, needs_analyze
 
 MISSING_VENV = "/nonexistent/opskit-doctor-venv"
@@ -273,7 +274,7 @@ def test_logging_problems_come_from_logging_check(cli, project: Path, tmp_path: 
     assert all(f["severity"] == "warning" for f in logging_findings)
 
     # With the config opskit generates named in the spec, nothing goes astray.
-    from opskit.logconf import render_logging
+    from opskit.logconfig.build import render_logging
 
     spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
     config = tmp_path / "logging.json"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from opskit.analyze import security_score as opskit_security_score
 from opskit.spec import build_spec
-from opskit.systemd import render_units
+from opskit.systemd.analyze import security_score as opskit_security_score
+from opskit.systemd.units import render_units
 from tests.conftest import needs_analyze, verify
 from tests.test_render import exec_words, parse, security_score, value, values
 

@@ -9,7 +9,7 @@ import pytest
 import tomlkit
 
 from opskit.config import load_spec
-from opskit.project import detect_server, starter_table
+from opskit.init.project import detect_server, starter_table
 
 
 def load(text: str) -> dict[str, Any]:

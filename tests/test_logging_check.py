@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from opskit.logcheck import Target, check_logging
+from opskit.logconfig.check import Target, check_logging
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.timeout(120)

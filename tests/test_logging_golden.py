@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.logconf import render_logging
+from opskit.logconfig.build import render_logging
 from opskit.spec import build_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "logging"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from opskit.logconf import ACCESS_LOGGERS, ERROR_LOGGERS, build_config, render_logging
+from opskit.logconfig.build import ACCESS_LOGGERS, ERROR_LOGGERS, build_config, render_logging
 from opskit.spec import LOG_FORMATS, build_spec
 from tests.conftest import verify
 

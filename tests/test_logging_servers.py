@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from opskit.spec import AppSpec
-from opskit.systemd import environment, runtime_dir, server_unit
+from opskit.systemd.units import environment, runtime_dir, server_unit
 from tests.conftest import EXAMPLE
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]

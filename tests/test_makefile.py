@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opskit.makefile import render_makefile
+from opskit.bundle.makefile import render_makefile
 from opskit.render import make_var
 from opskit.spec import build_spec
 from tests.conftest import EXAMPLE, needs_analyze

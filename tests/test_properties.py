@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from opskit.errors import SpecError
 from opskit.spec import build_spec, check_unit_name
-from opskit.systemd import render_units
+from opskit.systemd.units import render_units
 from tests.conftest import needs_analyze, verify
 from tests.test_render import env_assignment, exec_words, parse, value, values
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.reload import (
+from opskit.reload.plan import (
     CHAIN,
     HUP,
     SYSTEMCTL_RELOAD,
@@ -18,7 +18,7 @@ from opskit.reload import (
     uwsgi_options,
 )
 from opskit.spec import build_spec
-from opskit.systemd import server_unit
+from opskit.systemd.units import server_unit
 
 needs_shellcheck = pytest.mark.skipif(
     shutil.which("shellcheck") is None, reason="shellcheck is not installed"

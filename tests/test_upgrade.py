@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opskit.errors import UsageError
-from opskit.upgrade import (
+from opskit.upgrade.run import (
     Change,
     Environment,
     Installed,
@@ -398,7 +398,7 @@ def test_snapshot_wheel_carries_what_pip_will_not_write_again(tmp_path):
     import hashlib
     import zipfile
 
-    from opskit.upgrade import wheel_from_installed
+    from opskit.upgrade.run import wheel_from_installed
 
     env, demo = installed_tree(tmp_path / "venv")
     wheel = wheel_from_installed(demo, env, tmp_path / "snap")
@@ -430,7 +430,7 @@ def test_snapshot_wheel_carries_what_pip_will_not_write_again(tmp_path):
 
 def test_snapshot_refuses_what_it_cannot_rebuild(tmp_path):
     from opskit.errors import OperationFailed
-    from opskit.upgrade import wheel_from_installed
+    from opskit.upgrade.run import wheel_from_installed
 
     env, demo = installed_tree(tmp_path / "venv")
     record = Path(demo.dist_info) / "RECORD"

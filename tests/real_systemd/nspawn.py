@@ -6,7 +6,7 @@ only), so ports never collide with the host or with another container. There is 
 machined or D-Bus on the host, so everything inside is driven through ``nsenter`` into
 the container's PID 1.
 
-API (see tests/systemd/README.md for a walk-through)::
+API (see tests/real_systemd/README.md for a walk-through)::
 
     with Container("demo", workdir, binds=[Bind(app_dir, "/srv/demoapp")]) as box:
         box.install_units(render_units(spec))        # into /etc/systemd/system + daemon-reload

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from opskit.errors import SpecError
 from opskit.render import RenderedFile, ini_value, render_template
 from opskit.spec import AppSpec
-from opskit.systemd import environment, runtime_dir, server_unit
+from opskit.systemd.hardening import runtime_dir
+from opskit.systemd.units import environment, server_unit
 
 #: How the script makes the server load new code.
 HUP = "hup"  # SIGHUP to the master (pidfile mode)

@@ -6,8 +6,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from opskit.errors import SpecError
-from opskit.render import RenderedFile, render_template, systemd_value, systemd_word
+from opskit.render import RenderedFile, render_template, systemd_value
 from opskit.spec import AppSpec
+from opskit.systemd.hardening import hardening, runtime_dir, under
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,6 @@ class ServerUnit:
     kill_signal: str | None = None
     reload: bool = False
     no_reload_reason: str | None = None
-
-
-def runtime_dir(spec: AppSpec) -> str:
-    """The RuntimeDirectory= that systemd creates for the service (/run/NAME)."""
-    return f"/run/{spec.name}"
 
 
 def _listen_args(spec: AppSpec, *, tcp: list[str], unix: list[str]) -> list[str]:
@@ -129,129 +125,9 @@ def environment(spec: AppSpec) -> list[tuple[str, str]]:
     return list(env.items())
 
 
-def _under(path: str, *roots: str) -> bool:
-    return any(path == r or path.startswith(r + "/") for r in roots)
-
-
-def hardening(spec: AppSpec) -> tuple[list[tuple[str, str]], list[str]]:
-    """The hardening directives (values already escaped) and notes on what was relaxed and why.
-
-    docs/hardening.md explains every directive. The default profile scores <= 1.0 in
-    ``systemd-analyze security --offline=yes`` (<= 0.5 with socket activation) while
-    leaving out what field experience shows breaks ordinary Python apps: ProcSubset=pid,
-    IPAddressDeny= (databases), and (under socket activation only) the network itself
-    unless --allow-outbound.
-    """
-    h = spec.hardening
-    notes: list[str] = []
-    if h.profile == "off":
-        return [], notes
-    code_paths = [spec.working_directory, spec.venv_path]
-    protect_home = "yes"
-    if h.allow_home:
-        protect_home = "read-only"
-    elif any(_under(p, "/home", "/root", "/run/user") for p in code_paths):
-        protect_home = "read-only"
-        notes.append("ProtectHome=read-only: the code or venv lives under a home directory")
-    private_tmp = True
-    in_tmp = bool(spec.unix_socket) and _under(str(spec.unix_socket), "/tmp", "/var/tmp")
-    if in_tmp and not spec.socket:
-        # The server creates the socket: a proxy outside must see the same /tmp.
-        private_tmp = False
-        notes.append("PrivateTmp= off: the unix socket in /tmp must be visible to the proxy")
-    writable = list(h.writable_paths)
-    if spec.unix_socket and not spec.socket and not _under(spec.unix_socket, runtime_dir(spec)):
-        parent = spec.unix_socket.rsplit("/", 1)[0] or "/"
-        if parent not in writable:
-            writable.append(parent)
-            notes.append(f"ReadWritePaths={parent}: the server creates its unix socket there")
-
-    d: list[tuple[str, str]] = [("NoNewPrivileges", "yes")]
-    if h.profile == "relaxed":
-        # For apps the default profile breaks: no user namespace, no W^X, no namespace
-        # or IP restrictions, home and /etc readable; still no privileges at all.
-        d += [
-            ("ProtectSystem", "full"),
-            ("ProtectHome", "read-only"),
-            ("PrivateTmp", "yes" if private_tmp else "no"),
-            ("PrivateDevices", "yes"),
-            ("ProtectHostname", "yes"),
-            ("ProtectClock", "yes"),
-            ("ProtectKernelTunables", "yes"),
-            ("ProtectKernelModules", "yes"),
-            ("ProtectKernelLogs", "yes"),
-            ("ProtectControlGroups", "yes"),
-            ("RestrictSUIDSGID", "yes"),
-            ("RestrictRealtime", "yes"),
-            ("LockPersonality", "yes"),
-            ("CapabilityBoundingSet", ""),
-            ("SystemCallArchitectures", "native"),
-            ("SystemCallFilter", "@system-service"),
-            ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX AF_NETLINK"),
-        ]
-    else:
-        d += [
-            ("ProtectSystem", "strict"),
-            ("ProtectHome", protect_home),
-            ("PrivateTmp", "yes" if private_tmp else "no"),
-            ("PrivateDevices", "yes"),
-            ("PrivateMounts", "yes"),
-            ("PrivateUsers", "yes"),
-            ("ProtectHostname", "yes"),
-            ("ProtectClock", "yes"),
-            ("ProtectKernelTunables", "yes"),
-            ("ProtectKernelModules", "yes"),
-            ("ProtectKernelLogs", "yes"),
-            ("ProtectControlGroups", "yes"),
-            ("ProtectProc", "invisible"),
-            ("RestrictNamespaces", "yes"),
-            ("RestrictRealtime", "yes"),
-            ("RestrictSUIDSGID", "yes"),
-            ("LockPersonality", "yes"),
-            ("RemoveIPC", "yes"),
-            ("KeyringMode", "private"),
-            ("DevicePolicy", "closed"),
-            ("CapabilityBoundingSet", ""),
-            ("AmbientCapabilities", ""),
-            ("SystemCallArchitectures", "native"),
-            ("SystemCallFilter", "@system-service"),
-            ("SystemCallFilter", "~@privileged @resources"),
-            ("SystemCallErrorNumber", "EPERM"),
-            ("UMask", "0077"),
-        ]
-        if not h.allow_wx:
-            d.append(("MemoryDenyWriteExecute", "yes"))
-        if spec.socket and not h.allow_outbound:
-            # The .socket unit's listening socket is inherited, so the service itself
-            # needs no network: no interfaces but loopback, no new inet sockets.
-            d += [("PrivateNetwork", "yes"), ("RestrictAddressFamilies", "AF_UNIX")]
-        else:
-            d.append(("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"))
-            if not h.allow_outbound and _loopback_only(spec):
-                # Served on loopback (behind a proxy) or a unix socket: no traffic to
-                # or from other hosts. A remote database needs --allow-outbound.
-                d += [("IPAddressAllow", "localhost"), ("IPAddressDeny", "any")]
-            elif not h.allow_outbound:
-                notes.append("no IPAddressDeny=: the app listens on a non-loopback address")
-    if writable:
-        d.append(("ReadWritePaths", " ".join(systemd_word(p) for p in writable)))
-    return d, notes
-
-
-def _loopback_only(spec: AppSpec) -> bool:
-    if spec.unix_socket:
-        return True
-    if spec.host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(spec.host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_socket_spec(spec: AppSpec) -> None:
     if spec.unix_socket:
-        if spec.socket and _under(spec.unix_socket, runtime_dir(spec)):
+        if spec.socket and under(spec.unix_socket, runtime_dir(spec)):
             # systemd empties RuntimeDirectory= whenever the service stops, deleting the
             # socket unit's file while the socket unit goes on listening on nothing.
             raise SpecError(
@@ -259,7 +135,7 @@ def _check_socket_spec(spec: AppSpec) -> None:
                 f"which systemd removes when the service stops; use e.g. "
                 f"/run/{spec.name}-socket/app.sock"
             )
-        in_tmp = _under(spec.unix_socket, "/tmp", "/var/tmp")
+        in_tmp = under(spec.unix_socket, "/tmp", "/var/tmp")
         if in_tmp and not spec.socket and spec.dynamic_user:
             # DynamicUser= implies PrivateTmp=yes, which cannot be switched off.
             raise SpecError(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opskit.reload import render_reload
-from opskit.systemd import render_units
-from tests.systemd.demo import demo_spec, set_version, url
+from opskit.reload.plan import render_reload
+from opskit.systemd.units import render_units
+from tests.real_systemd.demo import demo_spec, set_version, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from opskit.spec import build_spec
-from opskit.systemd import environment, render_units, server_unit
+from opskit.systemd.units import environment, render_units, server_unit
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

@@ -6,7 +6,6 @@ import ast
 import configparser
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -18,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opskit.spec import AppSpec
+from opskit.systemd.unitfile import UnitLine, exec_argv, parse_timespan, parse_unit
 
 if TYPE_CHECKING:
-    from opskit.upgrade import Runner as PipRunner
+    from opskit.upgrade.run import Runner as PipRunner
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -264,99 +264,6 @@ def check_uwsgi_threads(
 # --- unit files --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UnitLine:
-    """One directive of a unit file, with the line it starts on."""
-
-    section: str
-    key: str
-    value: str
-    line: int
-
-
-def parse_unit(text: str) -> list[UnitLine]:
-    """Parse a unit file into directives (systemd.syntax(7): sections, continuations)."""
-    out: list[UnitLine] = []
-    section = ""
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        start = i
-        raw = lines[i].strip()
-        i += 1
-        if not raw or raw[0] in "#;":
-            continue
-        if raw.startswith("[") and raw.endswith("]"):
-            section = raw[1:-1]
-            continue
-        while raw.endswith("\\") and i < len(lines):
-            raw = raw[:-1] + " " + lines[i].strip()
-            i += 1
-        key, sep, value = raw.partition("=")
-        if sep:
-            out.append(UnitLine(section, key.strip(), value.strip(), start + 1))
-    return out
-
-
-# The time units of systemd.time(7), longest spelling first so "min" is not read as "m".
-_UNIT_SECONDS = {
-    "usec": 1e-6,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "msec": 1e-3,
-    "ms": 1e-3,
-    "seconds": 1.0,
-    "second": 1.0,
-    "sec": 1.0,
-    "s": 1.0,
-    "minutes": 60.0,
-    "minute": 60.0,
-    "min": 60.0,
-    "m": 60.0,
-    "hours": 3600.0,
-    "hour": 3600.0,
-    "hr": 3600.0,
-    "h": 3600.0,
-    "days": 86400.0,
-    "day": 86400.0,
-    "d": 86400.0,
-    "weeks": 604800.0,
-    "week": 604800.0,
-    "w": 604800.0,
-}
-_SPAN = re.compile(
-    r"(\d+(?:\.\d+)?)\s*("
-    + "|".join(sorted(map(re.escape, _UNIT_SECONDS), key=len, reverse=True))
-    + r")?"
-)
-
-
-def parse_timespan(text: str) -> float | None:
-    """Seconds in a systemd time span ("40", "1min 30s", "500ms"); None for infinity/unknown."""
-    text = text.strip()
-    if not text or text == "infinity":
-        return None
-    total = 0.0
-    pos = 0
-    for match in _SPAN.finditer(text):
-        if text[pos : match.start()].strip():
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS.get(match.group(2) or "s", 1.0)
-        pos = match.end()
-    return total if not text[pos:].strip() else None
-
-
-def _exec_argv(value: str) -> tuple[str, ...]:
-    try:
-        argv = shlex.split(value)
-    except ValueError:
-        argv = value.split()
-    if argv:
-        # Exec prefixes (systemd.service(5)): "-", "@", ":", "+", "!".
-        argv[0] = argv[0].lstrip("-@:+!")
-    return tuple(argv)
-
-
 def _is_server(argv: tuple[str, ...], server: str) -> bool:
     if not argv:
         return False
@@ -453,7 +360,7 @@ def check_unit(where: str, text: str, spec: AppSpec) -> list[Finding]:
             )
         )
     start = last("Service", "ExecStart")
-    argv = _exec_argv(start.value) if start else ()
+    argv = exec_argv(start.value) if start else ()
     stop = last("Service", "TimeoutStopSec")
     stop_seconds = parse_timespan(stop.value) if stop else _DEFAULT_STOP
     grace = _graceful(argv, spec)
@@ -699,9 +606,9 @@ def stop_processes(
 
 
 def check_pip(spec: AppSpec, *, runner: PipRunner | None = None) -> list[Finding]:
-    """``pip check`` failures in the app's virtual environment (run by opskit.upgrade)."""
+    """``pip check`` failures in the app's virtual environment (run by opskit.upgrade.pipcheck)."""
     from opskit.errors import OperationFailed
-    from opskit.upgrade import pip_check
+    from opskit.upgrade.run import pip_check
 
     python = spec.python
     if not Path(python).exists():
@@ -733,14 +640,14 @@ def check_pip(spec: AppSpec, *, runner: PipRunner | None = None) -> list[Finding
 
 
 def check_logging_setup(spec: AppSpec, project: Path) -> list[Finding]:
-    """Where the app's log records go, found by opskit.logcheck loading the config or the app.
+    """Where the app's log records go: opskit.logconfig.check loads the config or the app.
 
     The target is the spec's log-config when it exists on this host, else the app's own
     module (its import-time logging setup), loaded by the app's interpreter when present.
     """
     from opskit.errors import OpskitError
-    from opskit.logcheck import Target, check_logging, relevant_loggers
-    from opskit.logconf import app_package
+    from opskit.logconfig.build import app_package
+    from opskit.logconfig.check import Target, check_logging, relevant_loggers
 
     roots = [project, Path(spec.working_directory)]
     path = [str(r) for r in roots if r.is_dir()]
@@ -804,7 +711,7 @@ def diagnose(
         findings.extend(check_unit(where, text, spec))
         start = [d for d in parse_unit(text) if d.section == "Service" and d.key == "ExecStart"]
         if start:
-            unit_argvs.append((where, _exec_argv(start[-1].value)))
+            unit_argvs.append((where, exec_argv(start[-1].value)))
     findings.extend(check_uwsgi_threads(spec, project, unit_argvs))
     if spec.port is not None or spec.unix_socket:
         process_findings, stale = check_listeners(

@@ -7,17 +7,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opskit.cli_options import ConfigOpt, app, say
+from opskit.options import ConfigOpt, app, say
 
 if TYPE_CHECKING:
-    from opskit import upgrade as core
     from opskit.spec import AppSpec
+    from opskit.upgrade import run as core
 
 
 def _project(config: Path | None) -> tuple[AppSpec | None, Path]:
     """The spec and the project directory: the config file's, or the current one without."""
-    from opskit.cli_options import load
     from opskit.config import find_config
+    from opskit.options import load
 
     source = config if config is not None else find_config(Path.cwd())
     if source is None:
@@ -114,7 +114,7 @@ def upgrade(
     """
     import json
 
-    from opskit import upgrade as core
+    from opskit.upgrade import run as core
 
     pins = core.parse_pins(requirements)
     spec, project = _project(config)
@@ -165,7 +165,7 @@ def _dry_run(request: core.UpgradeRequest, runner: core.Runner, *, json_out: boo
     """Print the plan and the exact commands on stdout; change nothing."""
     import json
 
-    from opskit import upgrade as core
+    from opskit.upgrade import run as core
 
     _, plan = core.plan_upgrade(request, runner=runner)
     outcome = core.Outcome("dry-run", request.python, plan)

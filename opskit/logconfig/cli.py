@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opskit.cli_options import (
+from opskit.errors import CheckFailed, UsageError
+from opskit.options import (
     AppOpt,
     CheckOpt,
     ConfigOpt,
@@ -23,7 +24,6 @@ from opskit.cli_options import (
     load,
     say,
 )
-from opskit.errors import CheckFailed, UsageError
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec
@@ -102,7 +102,7 @@ def init(
     diff: DiffOpt = False,
 ) -> None:
     """Write a logging config: every record once, to stderr, with explicit levels."""
-    from opskit.logconf import render_logging
+    from opskit.logconfig.build import render_logging
 
     spec = _load_with_loggers(
         name, config, sets, loggers, server=server, app=app_path, log_level=level
@@ -142,8 +142,8 @@ def check(
     import json
 
     from opskit.config import find_config
-    from opskit.logcheck import Target, check_logging, format_table, relevant_loggers
-    from opskit.logconf import app_package
+    from opskit.logconfig.build import app_package
+    from opskit.logconfig.check import Target, check_logging, format_table, relevant_loggers
 
     spec = None
     if target is None or config is not None or name is not None or find_config(Path.cwd()):

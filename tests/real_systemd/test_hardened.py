@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opskit.analyze import security_score
-from opskit.systemd import render_units
-from tests.systemd.demo import demo_spec, url
+from opskit.systemd.analyze import security_score
+from opskit.systemd.units import render_units
+from tests.real_systemd.demo import demo_spec, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

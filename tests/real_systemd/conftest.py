@@ -1,6 +1,6 @@
 """Fixtures for the real-systemd tests: the offline wheelhouse, the session's venvs, containers.
 
-Every test here boots its own container (tests/systemd/nspawn.py); the venvs with the
+Every test here boots its own container (tests/real_systemd/nspawn.py); the venvs with the
 servers and with opskit are built once per session and bound read-only into each one.
 The measured numbers the tests record are printed at the end of the run.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd import nspawn
-from tests.systemd.demo import APP_DIR, make_app_dir
+from tests.real_systemd import nspawn
+from tests.real_systemd.demo import APP_DIR, make_app_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Filled by tests/systemd/wheelhouse.sh (called from .ci/run) while the registry is reachable.
+#: Filled by tests/real_systemd/wheelhouse.sh (called from .ci/run) while the registry is reachable.
 DEFAULT_WHEELHOUSE = ROOT / "build" / "wheelhouse"
 #: A hung container must not eat CI's time: past this many seconds of systemd tests, the
 #: remaining ones fail at once instead of booting (each test also has a pytest-timeout).
@@ -51,7 +51,7 @@ def wheelhouse(systemd_host: None) -> Path:
     """The directory of wheels and sdists the venvs are installed from, offline."""
     path = Path(os.environ.get("OPSKIT_WHEELHOUSE", DEFAULT_WHEELHOUSE))
     if not any(path.glob("gunicorn-*")) or not any(path.glob("uwsgi-*")):
-        _skip_or_fail(f"no wheelhouse at {path}: run tests/systemd/wheelhouse.sh first")
+        _skip_or_fail(f"no wheelhouse at {path}: run tests/real_systemd/wheelhouse.sh first")
     return path
 
 

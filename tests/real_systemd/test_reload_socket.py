@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from opskit.systemd import render_units
-from tests.systemd.demo import demo_spec, set_version, url
+from opskit.systemd.units import render_units
+from tests.real_systemd.demo import demo_spec, set_version, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

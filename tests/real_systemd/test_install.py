@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.systemd import nspawn
-from tests.systemd.demo import APP_DIR, url
+from tests.real_systemd import nspawn
+from tests.real_systemd.demo import APP_DIR, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from opskit.cli_options import (
+from opskit.options import (
     AppOpt,
     CheckOpt,
     ConfigOpt,
@@ -74,7 +74,7 @@ def reload_script(
     diff: DiffOpt = False,
 ) -> None:
     """Write reload-NAME.sh: reload gracefully, then prove the new code serves."""
-    from opskit.reload import plan_reload, render_reload
+    from opskit.reload.plan import plan_reload, render_reload
 
     spec = load(
         name,

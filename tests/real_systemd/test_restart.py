@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from opskit.systemd import render_units
-from tests.systemd.demo import demo_spec, url
+from opskit.systemd.units import render_units
+from tests.real_systemd.demo import demo_spec, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from opskit.cli_options import (
+from opskit.options import (
     AppOpt,
     CheckOpt,
     ConfigOpt,
@@ -27,7 +27,7 @@ from opskit.cli_options import (
 )
 
 if TYPE_CHECKING:
-    from opskit.bundle import Origin
+    from opskit.bundle.artifacts import Origin
     from opskit.spec import AppSpec
 
 DEFAULT_DIR = "deploy"
@@ -45,7 +45,7 @@ def _spec_and_origin(
     ops.mk passes that argv to every opskit call, so ``make ops-check`` compares the
     files on disk with what this very command line generated.
     """
-    from opskit.bundle import Origin
+    from opskit.bundle.artifacts import Origin
 
     flags = {"server": "--server", "app": "--app", "port": "--port"}
     flags.update(working_directory="--workdir", venv="--venv")
@@ -77,7 +77,7 @@ def makefile(
     diff: DiffOpt = False,
 ) -> None:
     """Write ops.mk: make targets to regenerate, check, install, reload and diagnose the app."""
-    from opskit.makefile import include_line, render_makefile
+    from opskit.bundle.makefile import include_line, render_makefile
 
     target = output if output is not None else DEFAULT_DIR
     spec, origin = _spec_and_origin(
@@ -116,8 +116,8 @@ def bundle(
     diff: DiffOpt = False,
 ) -> None:
     """Write every artifact of the app into one directory: units, logging, reload, ops.mk."""
-    from opskit.bundle import render_bundle
-    from opskit.makefile import include_line
+    from opskit.bundle.artifacts import render_bundle
+    from opskit.bundle.makefile import include_line
 
     target = output if output is not None else DEFAULT_DIR
     spec, origin = _spec_and_origin(
@@ -169,7 +169,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON on stdout.")] = False,
 ) -> None:
     """Diagnose the classic failures of the service on this host and in this project."""
-    from opskit import doctor as doc
+    from opskit.doctor import checks as doc
     from opskit.errors import CheckFailed
 
     overrides: dict[str, Any] = {

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import OperationFailed, UsageError
-from opskit.logconf import ACCESS_LOGGERS, ERROR_LOGGERS
-from opskit.render import templates_dir
+from opskit.logconfig.build import ACCESS_LOGGERS, ERROR_LOGGERS
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LEVEL_NO = {name: 10 * (i + 1) for i, name in enumerate(LEVELS)}
@@ -148,7 +147,7 @@ def run_probe(
     A subprocess, because loading a config (or an app) changes the interpreter's global
     logging state for good, and because it must run in the app's own environment.
     """
-    source = (templates_dir() / "logging" / "probe.py").read_text(encoding="utf-8")
+    source = Path(__file__).with_name("probe.py").read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="opskit-logcheck-") as tmp:
         report_path = Path(tmp) / "report.json"
         params = {

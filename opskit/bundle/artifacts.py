@@ -42,7 +42,7 @@ def _lazy(target: str) -> Generator:
 
 
 def _ops_mk(spec: AppSpec, origin: Origin) -> list[RenderedFile]:
-    from opskit.makefile import render_makefile
+    from opskit.bundle.makefile import render_makefile
 
     return render_makefile(spec, directory=origin.directory, config=origin.config, args=origin.args)
 
@@ -51,12 +51,12 @@ def _ops_mk(spec: AppSpec, origin: Origin) -> list[RenderedFile]:
 #: bundle goes on without one whose generator refuses the spec. A generator that lands
 #: later is one more line here.
 ARTIFACTS: tuple[Artifact, ...] = (
-    ("units", _lazy("opskit.systemd:render_units"), False),
-    ("logging config", _lazy("opskit.logconf:render_logging"), False),
+    ("units", _lazy("opskit.systemd.units:render_units"), False),
+    ("logging config", _lazy("opskit.logconfig.build:render_logging"), False),
     # The reload script refuses specs whose reload would keep old code or drop requests
     # (a single uvicorn process, gunicorn --preload without a socket unit, ...): the rest
     # of the bundle is still right for them, and ops-reload then restarts instead.
-    ("reload script", _lazy("opskit.reload:render_reload"), True),
+    ("reload script", _lazy("opskit.reload.plan:render_reload"), True),
     ("ops.mk", _ops_mk, False),
 )
 

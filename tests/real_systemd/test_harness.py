@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.systemd import nspawn
+from tests.real_systemd import nspawn
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(300)]
 

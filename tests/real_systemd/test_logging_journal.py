@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from opskit.logconf import render_logging
-from opskit.systemd import render_units
-from tests.systemd.demo import demo_spec, url
+from opskit.logconfig.build import render_logging
+from opskit.systemd.units import render_units
+from tests.real_systemd.demo import demo_spec, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 

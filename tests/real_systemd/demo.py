@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.spec import AppSpec, build_spec
-from tests.systemd.nspawn import SERVERS_VENV
+from tests.real_systemd.nspawn import SERVERS_VENV
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "opskit" / "example"
 #: Where the app directory is bound inside every container.
