@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_analyze, verify
-from tests.test_render import env_assignment, exec_words, parse, value, values
+from tests.unitfile import env_assignment, exec_words, parse, value, values
 
 APP = ("systemd", "web", "--app", "pkg.wsgi:app")
 

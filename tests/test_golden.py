@@ -14,7 +14,7 @@ from opskit.spec import build_spec
 from opskit.systemd.analyze import security_score as opskit_security_score
 from opskit.systemd.units import render_units
 from tests.conftest import needs_analyze, verify
-from tests.test_render import exec_words, parse, security_score, value, values
+from tests.unitfile import exec_words, parse, security_score, value, values
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "systemd"
 

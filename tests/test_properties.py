@@ -19,7 +19,7 @@ from opskit.errors import SpecError
 from opskit.spec import build_spec, check_unit_name
 from opskit.systemd.units import render_units
 from tests.conftest import needs_analyze, verify
-from tests.test_render import env_assignment, exec_words, parse, value, values
+from tests.unitfile import env_assignment, exec_words, parse, value, values
 
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=200, deadline=None)

@@ -1,14 +1,11 @@
 """The renderer: the escaping filters on hard inputs, the strict environment, templates_dir.
 
-The first half is a small reader of systemd unit files and Exec= lines that the golden
-and property tests share. It follows systemd.syntax(7) and systemd.service(5) closely
-enough to check what opskit writes: sections, repeated keys, line continuations,
-comments, and the word splitting of ExecStart= (quotes, C escapes, ``%%`` and ``$$``).
+The filters are checked against tests/unitfile.py, a small reader of unit files and
+Exec= lines that follows systemd's own rules.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,143 +25,7 @@ from opskit.render import (
     systemd_word,
 )
 from tests.conftest import needs_analyze, verify
-
-Sections = dict[str, list[tuple[str, str]]]
-WHITESPACE = " \t\n\r"
-
-
-def parse(text: str) -> Sections:
-    """Sections in order, each a list of (key, value) pairs with systemd's line rules."""
-    sections: Sections = {}
-    current: list[tuple[str, str]] | None = None
-    pending = ""
-    for raw in text.split("\n"):
-        line = pending + raw
-        pending = ""
-        # systemd strips ASCII whitespace only (a no-break space is part of the value).
-        stripped = line.strip(WHITESPACE)
-        if not stripped or stripped[0] in "#;":
-            continue
-        # An odd number of trailing backslashes continues the line (systemd.syntax(7)).
-        trailing = len(line) - len(line.rstrip("\\"))
-        if trailing % 2:
-            pending = line[:-1] + " "
-            continue
-        if stripped.startswith("[") and stripped.endswith("]"):
-            name = stripped[1:-1]
-            assert name not in sections, f"section [{name}] twice"
-            current = sections[name] = []
-            continue
-        assert current is not None, f"directive outside a section: {line!r}"
-        key, sep, value = line.partition("=")
-        assert sep, f"not KEY=VALUE: {line!r}"
-        current.append((key.strip(WHITESPACE), value.strip(WHITESPACE)))
-    return sections
-
-
-def values(sections: Sections, section: str, key: str) -> list[str]:
-    """Every value of ``key`` in ``section`` (a key may repeat)."""
-    return [v for k, v in sections.get(section, []) if k == key]
-
-
-def value(sections: Sections, section: str, key: str) -> str:
-    """The one value of ``key`` in ``section``; fails when it is missing or repeated."""
-    found = values(sections, section, key)
-    assert len(found) == 1, f"{section}/{key}: {found}"
-    return found[0]
-
-
-_ESCAPES = {
-    "a": "\a",
-    "b": "\b",
-    "f": "\f",
-    "n": "\n",
-    "r": "\r",
-    "t": "\t",
-    "v": "\v",
-    "\\": "\\",
-    '"': '"',
-    "'": "'",
-    "s": " ",
-    ";": ";",
-}
-
-
-def _specifiers(word: str) -> str:
-    # Only "%%" may appear in what opskit writes; any other specifier is a bug.
-    bad = re.findall(r"%(.|$)", word.replace("%%", ""))
-    assert not bad, f"unescaped specifier in {word!r}"
-    return word.replace("%%", "%")
-
-
-def exec_words(line: str) -> list[str]:
-    """Split an ExecStart= value into argv the way systemd does (quotes, escapes, %%, $$)."""
-    words: list[str] = []
-    i = 0
-    n = len(line)
-    while True:
-        while i < n and line[i] in " \t":
-            i += 1
-        if i >= n:
-            return words
-        word = ""
-        quote: str | None = None
-        started = False
-        while i < n:
-            c = line[i]
-            if quote is None and c in " \t":
-                break
-            if c == "\\":
-                nxt = line[i + 1]
-                assert nxt in _ESCAPES, f"unknown escape \\{nxt} in {line!r}"
-                word += _ESCAPES[nxt]
-                i += 2
-                started = True
-                continue
-            if quote is None and c in "\"'" and not started:
-                quote = c
-                i += 1
-                started = True
-                continue
-            if quote is not None and c == quote:
-                quote = None
-                i += 1
-                continue
-            word += c
-            started = True
-            i += 1
-        assert quote is None, f"unbalanced quotes in {line!r}"
-        words.append(_dollars(_specifiers(word)))
-
-
-def _dollars(word: str) -> str:
-    # "$$" is a literal "$"; a lone "$NAME" or "${NAME}" would be expanded by systemd.
-    bad = re.findall(r"\$(?:\{|[A-Za-z_])", word.replace("$$", ""))
-    assert not bad, f"variable expansion in {word!r}"
-    return word.replace("$$", "$")
-
-
-def env_assignment(raw: str) -> tuple[str, str]:
-    """Undo one Environment= value as opskit writes it (one quoted NAME=VALUE word)."""
-    words = exec_words(raw.replace("$", "$$"))
-    assert len(words) == 1, f"Environment= holds {len(words)} words: {raw!r}"
-    name, sep, val = words[0].partition("=")
-    assert sep
-    return name, val
-
-
-def security_score(unit: Path) -> float:
-    """``systemd-analyze security --offline=yes``'s overall exposure for a unit file."""
-    proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
-    assert match, proc.stdout + proc.stderr
-    return float(match.group(1))
-
+from tests.unitfile import env_assignment, exec_words
 
 # --- the filters --------------------------------------------------------------------------
 
