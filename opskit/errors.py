@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-#: Exit codes, stable and documented in docs/cli.md.
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """opskit's exit codes, stable and documented in docs/cli.md."""
+
+    OK = 0
+    #: A check found drift or a problem, or an operation failed.
+    FAILED = 1
+    #: Bad usage or input; nothing was written.
+    USAGE = 2
+    #: Interrupted (128 + SIGINT, as shells report it).
+    INTERRUPTED = 130
+
+
+# The former names, until every caller uses ExitCode.
+EXIT_OK = ExitCode.OK
+EXIT_FAILED = ExitCode.FAILED
+EXIT_USAGE = ExitCode.USAGE
 
 
 class OpskitError(Exception):
     """Base of every error opskit reports to a user; raised by the core, caught by the CLI."""
 
-    exit_code = EXIT_FAILED
+    exit_code: int = ExitCode.FAILED
 
 
 class UsageError(OpskitError):
     """Raised when the input (flags, configuration, arguments) is invalid; exit code 2."""
 
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
 
 
 class SpecError(UsageError):
