@@ -132,7 +132,7 @@ HARDENING_KEYS = ("profile", "writable_paths", "allow_outbound", "allow_home", "
 SPEC_KEYS = tuple(f.name for f in fields(AppSpec) if f.name != "hardening")
 
 
-def _check_text(key: str, value: Any, *, allow_empty: bool = False) -> str:
+def _validate_text(key: str, value: Any, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise SpecError(f"{key}: expected a string, got {type(value).__name__} {value!r}")
     if not value and not allow_empty:
@@ -155,8 +155,9 @@ def _not_unit_text(char: str) -> bool:
     return 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
 
 
-def _check_path(key: str, value: Any) -> str:
-    path = _check_text(key, value)
+def validate_path(key: str, value: Any) -> str:
+    """Validate an absolute path by the rules systemd applies to it and return it."""
+    path = _validate_text(key, value)
     if not path.startswith("/"):
         raise SpecError(f"{key}: must be an absolute path, got {path!r}")
     # systemd refuses paths with "." or ".." components ("path is not normalized") and
@@ -166,18 +167,18 @@ def _check_path(key: str, value: Any) -> str:
     if path.endswith(" "):
         # systemd strips it from a whole-line value: WorkingDirectory= would name another path.
         raise SpecError(f"{key}: must not end with a space, got {path!r}")
-    _check_line_end(key, path)
+    _validate_line_end(key, path)
     return path
 
 
-def _check_line_end(key: str, value: str) -> None:
+def _validate_line_end(key: str, value: str) -> None:
     # A unit-file line ending in an odd number of backslashes continues on the next line:
     # "WorkingDirectory=/srv/app\" would swallow the line after it (DynamicUser=yes).
     if (len(value) - len(value.rstrip("\\"))) % 2:
         raise SpecError(f"{key}: must not end with a backslash, got {value!r}")
 
 
-def _check_executable(key: str, path: str) -> None:
+def _validate_executable(key: str, path: str) -> None:
     # systemd's string_is_safe() refuses quotes and backslashes in the executable of an
     # Exec line, however they are quoted ("Executable name contains special characters").
     if any(c in path for c in "\\\"'"):
@@ -186,13 +187,13 @@ def _check_executable(key: str, path: str) -> None:
         raise SpecError(f"{key}: names a directory, not an executable: {path!r}")
 
 
-def _check_bool(key: str, value: Any) -> bool:
+def _validate_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{key}: expected true or false, got {value!r}")
     return value
 
 
-def _check_int(key: str, value: Any, low: int, high: int) -> int:
+def _validate_int(key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -200,32 +201,34 @@ def _check_int(key: str, value: Any, low: int, high: int) -> int:
     return value
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+def _validate_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SpecError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
     return str(value)
 
 
-def _check_level(key: str, value: Any) -> str:
-    level = _check_text(key, value).upper()
-    return _check_choice(key, level, LEVELS)
+def _validate_level(key: str, value: Any) -> str:
+    level = _validate_text(key, value).upper()
+    return _validate_choice(key, level, LEVELS)
 
 
-def _check_str_list(key: str, value: Any) -> tuple[str, ...]:
+def _validate_str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         raise SpecError(f"{key}: expected a list of strings, got the string {value!r}")
     if not isinstance(value, (list, tuple)):
         raise SpecError(f"{key}: expected a list of strings, got {value!r}")
-    return tuple(_check_text(f"{key}[{i}]", item, allow_empty=True) for i, item in enumerate(value))
+    return tuple(
+        _validate_text(f"{key}[{i}]", item, allow_empty=True) for i, item in enumerate(value)
+    )
 
 
-def _check_pairs(key: str, value: Any, name_re: re.Pattern[str]) -> tuple[tuple[str, str], ...]:
+def _validate_pairs(key: str, value: Any, name_re: re.Pattern[str]) -> tuple[tuple[str, str], ...]:
     if isinstance(value, Mapping):
         items = list(value.items())
     elif isinstance(value, (list, tuple)):
         items = []
         for item in value:
-            text = _check_text(key, item)
+            text = _validate_text(key, item)
             if "=" not in text:
                 raise SpecError(f"{key}: expected NAME=VALUE, got {text!r}")
             name, _, rest = text.partition("=")
@@ -238,13 +241,13 @@ def _check_pairs(key: str, value: Any, name_re: re.Pattern[str]) -> tuple[tuple[
             raise SpecError(f"{key}: invalid name {name!r}")
         if not isinstance(val, str):
             raise SpecError(f"{key}.{name}: expected a string, got {val!r}")
-        pairs.append((name, _check_text(f"{key}.{name}", val, allow_empty=True)))
+        pairs.append((name, _validate_text(f"{key}.{name}", val, allow_empty=True)))
     return tuple(pairs)
 
 
-def check_unit_name(name: Any) -> str:
+def validate_unit_name(name: Any) -> str:
     """Validate a unit name by systemd's rules and return it."""
-    text = _check_text("name", name)
+    text = _validate_text("name", name)
     if "@" in text:
         raise SpecError(f"name: template units ('@') are not generated, got {text!r}")
     if not _UNIT_NAME.fullmatch(text):
@@ -268,13 +271,15 @@ def _build_hardening(raw: Mapping[str, Any]) -> Hardening:
         )
     values: dict[str, Any] = {}
     if "profile" in raw:
-        values["profile"] = _check_choice("hardening.profile", raw["profile"], PROFILES)
+        values["profile"] = _validate_choice("hardening.profile", raw["profile"], PROFILES)
     if "writable_paths" in raw:
-        paths = _check_str_list("hardening.writable-paths", raw["writable_paths"])
-        values["writable_paths"] = tuple(_check_path("hardening.writable-paths", p) for p in paths)
+        paths = _validate_str_list("hardening.writable-paths", raw["writable_paths"])
+        values["writable_paths"] = tuple(
+            validate_path("hardening.writable-paths", p) for p in paths
+        )
     for key in ("allow_outbound", "allow_home", "allow_wx"):
         if key in raw:
-            values[key] = _check_bool(f"hardening.{key.replace('_', '-')}", raw[key])
+            values[key] = _validate_bool(f"hardening.{key.replace('_', '-')}", raw[key])
     return Hardening(**values)
 
 
@@ -292,11 +297,11 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         )
     if "name" not in raw:
         raise SpecError("name: missing (give it as an argument or as name = ... in the config)")
-    v: dict[str, Any] = {"name": check_unit_name(raw["name"])}
-    server = v["server"] = _check_choice("server", raw.get("server", "gunicorn"), SERVERS)
+    v: dict[str, Any] = {"name": validate_unit_name(raw["name"])}
+    server = v["server"] = _validate_choice("server", raw.get("server", "gunicorn"), SERVERS)
 
     if "app" in raw and raw["app"] is not None:
-        app = _check_text("app", raw["app"])
+        app = _validate_text("app", raw["app"])
         if not _APP_PATH.fullmatch(app):
             raise SpecError(f"app: expected an import path like 'package.module:app', got {app!r}")
         v["app"] = app
@@ -309,19 +314,19 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
                 command = shlex.split(command)
             except ValueError as exc:
                 raise SpecError(f"command: cannot split {command!r}: {exc}") from None
-        v["command"] = _check_str_list("command", command)
+        v["command"] = _validate_str_list("command", command)
     if server == "command":
         if not v.get("command"):
             raise SpecError("command: required when server = 'command'")
-        _check_path("command[0] (the executable)", v["command"][0])
-        _check_executable("command[0] (the executable)", v["command"][0])
+        validate_path("command[0] (the executable)", v["command"][0])
+        _validate_executable("command[0] (the executable)", v["command"][0])
     elif "app" not in v:
         raise SpecError(
             f"app: required for server = {server!r} (an import path like 'pkg.wsgi:app')"
         )
 
     if raw.get("unix_socket") is not None:
-        v["unix_socket"] = _check_path("unix-socket", raw["unix_socket"])
+        v["unix_socket"] = validate_path("unix-socket", raw["unix_socket"])
         if len(v["unix_socket"].encode()) > _SUN_PATH_MAX:
             raise SpecError(
                 f"unix-socket: at most {_SUN_PATH_MAX} bytes (sun_path), got {v['unix_socket']!r}"
@@ -329,35 +334,35 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         v["port"] = None
     else:
         if "port" in raw and raw["port"] is not None:
-            v["port"] = _check_int("port", raw["port"], 1, 65535)
+            v["port"] = _validate_int("port", raw["port"], 1, 65535)
         if "host" in raw:
-            host = _check_text("host", raw["host"])
+            host = _validate_text("host", raw["host"])
             if any(c.isspace() or c in "/[]" for c in host):
                 raise SpecError(f"host: expected an address or host name, got {host!r}")
             v["host"] = host
     if "workers" in raw:
-        v["workers"] = _check_int("workers", raw["workers"], 1, 512)
+        v["workers"] = _validate_int("workers", raw["workers"], 1, 512)
     for key in ("user", "group"):
         if raw.get(key) is not None:
-            text = _check_text(key, raw[key])
+            text = _validate_text(key, raw[key])
             if not _USER.fullmatch(text) or len(text) > _USER_MAX:
                 raise SpecError(f"{key}: {text!r} is not a valid user or group name")
             v[key] = text
     if raw.get("group") is not None and raw.get("user") is None:
         raise SpecError("group: needs user as well (without user, systemd allocates both)")
     if "working_directory" in raw:
-        v["working_directory"] = _check_path("working-directory", raw["working_directory"])
+        v["working_directory"] = validate_path("working-directory", raw["working_directory"])
     if raw.get("venv") is not None:
-        v["venv"] = _check_path("venv", raw["venv"]).rstrip("/") or "/"
+        v["venv"] = validate_path("venv", raw["venv"]).rstrip("/") or "/"
     if "environment" in raw:
-        v["environment"] = _check_pairs("environment", raw["environment"], _ENV_NAME)
+        v["environment"] = _validate_pairs("environment", raw["environment"], _ENV_NAME)
     if raw.get("environment_file") is not None:
-        v["environment_file"] = _check_path("environment-file", raw["environment_file"])
+        v["environment_file"] = validate_path("environment-file", raw["environment_file"])
     if "graceful_timeout" in raw:
-        v["graceful_timeout"] = _check_int("graceful-timeout", raw["graceful_timeout"], 1, 3600)
+        v["graceful_timeout"] = _validate_int("graceful-timeout", raw["graceful_timeout"], 1, 3600)
     for key in ("health_path", "version_path"):
         if key in raw:
-            path = _check_text(key.replace("_", "-"), raw[key])
+            path = _validate_text(key.replace("_", "-"), raw[key])
             if not path.startswith("/") or any(c.isspace() for c in path):
                 raise SpecError(f"{key.replace('_', '-')}: expected a URL path like '/health'")
             v[key] = path
@@ -368,28 +373,28 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         v["restart_sec"] = sec
     for key in ("socket", "preload", "lazy_apps"):
         if key in raw:
-            v[key] = _check_bool(key.replace("_", "-"), raw[key])
+            v[key] = _validate_bool(key.replace("_", "-"), raw[key])
     if raw.get("description") is not None:
-        v["description"] = _check_text("description", raw["description"])
-        _check_line_end("description", v["description"])
+        v["description"] = _validate_text("description", raw["description"])
+        _validate_line_end("description", v["description"])
     if "server_args" in raw:
-        v["server_args"] = _check_str_list("server-args", raw["server_args"])
+        v["server_args"] = _validate_str_list("server-args", raw["server_args"])
     if raw.get("log_config") is not None:
-        v["log_config"] = _check_path("log-config", raw["log_config"])
+        v["log_config"] = validate_path("log-config", raw["log_config"])
     if raw.get("log_format") is not None:
-        v["log_format"] = _check_choice("log-format", raw["log_format"], LOG_FORMATS)
+        v["log_format"] = _validate_choice("log-format", raw["log_format"], LOG_FORMATS)
     if "log_level" in raw:
-        v["log_level"] = _check_level("log-level", raw["log_level"])
+        v["log_level"] = _validate_level("log-level", raw["log_level"])
     if "loggers" in raw:
-        pairs = _check_pairs("loggers", raw["loggers"], _LOGGER_NAME)
-        v["loggers"] = tuple((n, _check_level(f"loggers.{n}", lvl)) for n, lvl in pairs)
+        pairs = _validate_pairs("loggers", raw["loggers"], _LOGGER_NAME)
+        v["loggers"] = tuple((n, _validate_level(f"loggers.{n}", lvl)) for n, lvl in pairs)
     if raw.get("smoke") is not None:
-        v["smoke"] = _check_text("smoke", raw["smoke"])
+        v["smoke"] = _validate_text("smoke", raw["smoke"])
     if "supervisor" in raw:
-        v["supervisor"] = _check_choice("supervisor", raw["supervisor"], SUPERVISORS)
+        v["supervisor"] = _validate_choice("supervisor", raw["supervisor"], SUPERVISORS)
     for key in ("pidfile", "deploy_id_file"):
         if raw.get(key) is not None:
-            v[key] = _check_path(key.replace("_", "-"), raw[key])
+            v[key] = validate_path(key.replace("_", "-"), raw[key])
     if "hardening" in raw:
         hardening = raw["hardening"]
         if not isinstance(hardening, Mapping):
@@ -397,7 +402,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         v["hardening"] = _build_hardening(hardening)
     spec = AppSpec(**v)
     if spec.server != "command":
-        _check_executable("venv" if spec.venv else "working-directory", spec.venv_path)
+        _validate_executable("venv" if spec.venv else "working-directory", spec.venv_path)
     if spec.socket and spec.server == "command":
         raise SpecError(
             "socket: socket activation needs a server that reads the socket "

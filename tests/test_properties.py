@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from opskit.errors import SpecError
-from opskit.spec import build_spec, check_unit_name
+from opskit.spec import build_spec, validate_unit_name
 from opskit.systemd.units import render_units
 from tests.conftest import needs_analyze, verify
 from tests.unitfile import env_assignment, exec_words, parse, value, values
@@ -148,7 +148,7 @@ UNIT_CHARS = st.sampled_from("abcXYZ019_.-")
     )
 )
 def test_accepted_unit_names_verify(name: str) -> None:
-    assert check_unit_name(name) == name
+    assert validate_unit_name(name) == name
     _render_and_verify({"name": name, "app": "pkg.wsgi:app"})
 
 
@@ -207,7 +207,7 @@ def test_bad_unit_names_raise_spec_error(name: str) -> None:
     )
     assume(not valid)
     with pytest.raises(SpecError):
-        check_unit_name(name)
+        validate_unit_name(name)
 
 
 @FAST

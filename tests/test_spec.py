@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from opskit.errors import EXIT_USAGE, SpecError, UsageError
-from opskit.spec import SPEC_KEYS, AppSpec, Hardening, build_spec, check_unit_name
+from opskit.spec import SPEC_KEYS, AppSpec, Hardening, build_spec, validate_unit_name
 
 
 def spec(**raw: Any) -> AppSpec:
@@ -201,7 +201,7 @@ def test_a_newline_cannot_inject_a_directive() -> None:
     "name", ["web", "Web2", "my-app", "my_app", "api.v2", "0day", "a", "x" * 247, "a..b"]
 )
 def test_valid_unit_names(name: str) -> None:
-    assert check_unit_name(name) == name
+    assert validate_unit_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -228,7 +228,7 @@ def test_valid_unit_names(name: str) -> None:
 )
 def test_invalid_unit_names(name: Any) -> None:
     with pytest.raises(SpecError, match=r"^name: "):
-        check_unit_name(name)
+        validate_unit_name(name)
 
 
 def test_spec_error_is_a_usage_error_with_exit_2() -> None:

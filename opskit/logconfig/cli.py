@@ -1,4 +1,4 @@
-"""Commands: opskit logging init / opskit logging check (registered on the shared app)."""
+"""``opskit logging init`` and ``opskit logging check``: write a logging config, or trace one."""
 
 from __future__ import annotations
 
@@ -9,21 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opskit.errors import CheckFailed, UsageError
-from opskit.options import (
-    AppOpt,
-    CheckOpt,
-    ConfigOpt,
-    DiffOpt,
-    ForceOpt,
-    Name,
-    OutputOpt,
-    ServerOpt,
-    SetOpt,
-    app,
-    emit,
-    load,
-    say,
-)
+from opskit.options import Output, SpecArgs, app, spec_command
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec
@@ -36,9 +22,6 @@ logging_app = typer.Typer(
 )
 app.add_typer(logging_app, name="logging")
 
-LevelOpt = Annotated[
-    str | None, typer.Option("--level", help="Level of root and the app's loggers [INFO].")
-]
 LoggerOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -57,29 +40,20 @@ def _logger_pairs(items: list[str] | None) -> dict[str, str]:
     return pairs
 
 
-def _load_with_loggers(
-    name: str | None,
-    config: Path | None,
-    sets: list[str] | None,
-    loggers: list[str] | None,
-    **overrides: object,
-) -> AppSpec:
+def _load_with_loggers(spec: SpecArgs, loggers: list[str] | None) -> AppSpec:
     """Load the spec; --logger entries are merged into the config's loggers, not replacing them."""
-    spec = load(name, config, sets, **overrides)
+    loaded = spec.load()
     extra = _logger_pairs(loggers)
     if not extra:
-        return spec
-    merged = {**dict(spec.loggers), **extra}
-    return load(name, config, sets, **overrides, loggers=merged)
+        return loaded
+    return spec.load(loggers={**dict(loaded.loggers), **extra})
 
 
-@logging_app.command("init")
+@spec_command(logging_app, "logging init", output="deploy/logging")
 def init(
-    name: Name = None,
     *,
-    config: ConfigOpt = None,
-    server: ServerOpt = None,
-    app_path: AppOpt = None,
+    spec: SpecArgs,
+    out: Output,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -87,7 +61,6 @@ def init(
             help="plain, journald or json [journald when the unit uses the config, else plain].",
         ),
     ] = None,
-    level: LevelOpt = None,
     loggers: LoggerOpt = None,
     kind: Annotated[
         str, typer.Option("--as", help="json, yaml, python (a module) or django (LOGGING).")
@@ -95,26 +68,15 @@ def init(
     access: Annotated[
         str, typer.Option("--access", help="Where access lines go: stderr, stdout or off.")
     ] = "stderr",
-    sets: SetOpt = None,
-    output: OutputOpt = None,
-    force: ForceOpt = False,
-    check: CheckOpt = False,
-    diff: DiffOpt = False,
 ) -> None:
     """Write a logging config: every record once, to stderr, with explicit levels."""
     from opskit.logconfig.build import render_logging
 
-    spec = _load_with_loggers(
-        name, config, sets, loggers, server=server, app=app_path, log_level=level
-    )
-    files = render_logging(spec, output=kind, fmt=fmt, access=access)
-    target = output if output is not None else "deploy/logging"
-    if output is None and not (check or diff):
-        say(f"writing to {target}/ (the default; -o DIR or -o - to change)")
-    emit(files, target, force=force, check=check, diff=diff)
+    files = render_logging(_load_with_loggers(spec, loggers), output=kind, fmt=fmt, access=access)
+    out.emit(files)
 
 
-@logging_app.command("check")
+@spec_command(logging_app, "logging check", name="option")
 def check(
     target: Annotated[
         str | None,
@@ -125,8 +87,7 @@ def check(
         ),
     ] = None,
     *,
-    name: Annotated[str | None, typer.Option("--name", help="Service name in the config.")] = None,
-    config: ConfigOpt = None,
+    spec: SpecArgs,
     python: Annotated[
         str | None,
         typer.Option(
@@ -145,15 +106,16 @@ def check(
     from opskit.logconfig.build import app_package
     from opskit.logconfig.check import Target, check_logging, format_table, relevant_loggers
 
-    spec = None
-    if target is None or config is not None or name is not None or find_config(Path.cwd()):
-        spec = load(name, config)
+    loaded = None
+    wanted = spec.config is not None or spec.name is not None or spec.given or spec.sets
+    if target is None or wanted or find_config(Path.cwd()):
+        loaded = spec.load()
     if target is None:
-        assert spec is not None
-        if spec.log_config:
-            target = spec.log_config
-        elif spec.app:
-            target = spec.app
+        assert loaded is not None
+        if loaded.log_config:
+            target = loaded.log_config
+        elif loaded.app:
+            target = loaded.app
         else:
             raise UsageError("nothing to check: give a config file or module:attribute")
     parsed = Target.parse(target)
@@ -161,11 +123,11 @@ def check(
     path = [str(Path.cwd())]
     extra = list(loggers or [])
     package = None
-    if spec is not None:
-        package = app_package(spec)
-        extra += [n for n, _ in spec.loggers]
-        if Path(spec.working_directory).is_dir():
-            path.append(spec.working_directory)
+    if loaded is not None:
+        package = app_package(loaded)
+        extra += [n for n, _ in loaded.loggers]
+        if Path(loaded.working_directory).is_dir():
+            path.append(loaded.working_directory)
     if parsed.kind == "module":
         # The loaded module's own loggers, created at its import, are the ones that matter.
         extra.append(parsed.value.split(":", 1)[0].split(".", 1)[0])
@@ -173,7 +135,9 @@ def check(
         # The helper module (journald formatter) lives next to the config, as in the unit.
         path.insert(0, str(Path(parsed.value).parent))
     if python is None:
-        python = spec.python if spec is not None and Path(spec.python).exists() else sys.executable
+        python = (
+            loaded.python if loaded is not None and Path(loaded.python).exists() else sys.executable
+        )
 
     report = check_logging(
         parsed, python=python, loggers=relevant_loggers(package, extra), path=path

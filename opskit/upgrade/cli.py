@@ -1,4 +1,4 @@
-"""Commands: opskit upgrade (registered on the shared app)."""
+"""``opskit upgrade``: exact pins installed, verified, and restored on any failure."""
 
 from __future__ import annotations
 
@@ -7,46 +7,74 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opskit.options import ConfigOpt, app, say
+from opskit.options import SpecArgs, app, say, spec_command
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec
     from opskit.upgrade import run as core
 
 
-def _project(config: Path | None) -> tuple[AppSpec | None, Path]:
-    """The spec and the project directory: the config file's, or the current one without."""
+def _project(spec: SpecArgs) -> tuple[AppSpec | None, Path]:
+    """The spec and the project directory: the config file's, or the current one without.
+
+    An upgrade needs no spec: without a config file (and without --name) the flags that
+    matter to it, --venv and --workdir, stand on their own.
+    """
     from opskit.config import find_config
-    from opskit.options import load
 
-    source = config if config is not None else find_config(Path.cwd())
-    if source is None:
+    source = spec.config if spec.config is not None else find_config(Path.cwd())
+    if source is None and spec.name is None:
         return None, Path.cwd()
-    return load(None, source), source.resolve().parent
+    project = source.resolve().parent if source is not None else Path.cwd()
+    return spec.load(), project
 
 
-def _python(given: str | None, spec: AppSpec | None) -> str:
-    """--python, else the spec's venv, else the interpreter running opskit."""
+def _venv_python(spec: SpecArgs, loaded: AppSpec | None) -> str | None:
+    """The interpreter of the app's venv: the spec's, else --venv's or --workdir's."""
+    from opskit.spec import validate_path
+
+    if loaded is not None:
+        return loaded.python
+    venv, workdir = spec.value("venv"), spec.value("working_directory")
+    if venv is not None:
+        return f"{validate_path('venv', venv).rstrip('/')}/bin/python"
+    if workdir is not None:
+        return f"{validate_path('working-directory', workdir).rstrip('/')}/.venv/bin/python"
+    return None
+
+
+def _python(given: str | None, spec: SpecArgs, loaded: AppSpec | None) -> str:
+    """--python, else the venv (--venv, the spec's), else the interpreter running opskit."""
     import os
     import sys
 
     from opskit.errors import UsageError
 
+    venv_python = _venv_python(spec, loaded)
     if given is not None:
         # Absolute but not resolved: a venv's bin/python is a symlink to the base
         # interpreter, and resolving it would step out of the venv.
         path = os.path.normpath(Path(given).absolute())
         if not Path(path).is_file():
             raise UsageError(f"--python {given}: no such file")
+        venv = spec.value("venv")
+        if venv is not None and venv_python is not None and not _same_env(path, venv_python):
+            raise UsageError(f"--python {given} is not the interpreter of --venv {venv}")
         return path
-    if spec is not None:
-        if not Path(spec.python).is_file():
-            raise UsageError(f"{spec.python} (the spec's venv) does not exist; give --python PATH")
-        return spec.python
+    if venv_python is not None:
+        if not Path(venv_python).is_file():
+            raise UsageError(f"{venv_python} (the spec's venv) does not exist; give --python PATH")
+        return venv_python
     return sys.executable
 
 
-@app.command()
+def _same_env(python: str, venv_python: str) -> bool:
+    """Whether two interpreter paths belong to one environment (bin/python, bin/python3 ...)."""
+    a, b = Path(python).parent.parent, Path(venv_python).parent.parent
+    return a == b or (a.exists() and b.exists() and a.samefile(b))
+
+
+@spec_command(app, "upgrade", name="option")
 def upgrade(
     requirements: Annotated[
         list[str],
@@ -55,15 +83,15 @@ def upgrade(
         ),
     ],
     *,
+    spec: SpecArgs,
     python: Annotated[
         str | None,
         typer.Option(
             "--python",
             metavar="PATH",
-            help="Interpreter of the environment [the spec's venv, else this Python].",
+            help="Interpreter of the environment [--venv's, else this Python].",
         ),
     ] = None,
-    config: ConfigOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the plan and commands; exit 1 if it would change."),
@@ -117,14 +145,14 @@ def upgrade(
     from opskit.upgrade import run as core
 
     pins = core.parse_pins(requirements)
-    spec, project = _project(config)
-    command = smoke if smoke is not None else (spec.smoke if spec is not None else None)
+    loaded, project = _project(spec)
+    command = smoke if smoke is not None else (loaded.smoke if loaded is not None else None)
     index_args: list[str] = ["--no-index"] if no_index else []
     for link in find_links or []:
         index_args += ["--find-links", str(Path(link).resolve())]
     request = core.UpgradeRequest(
         pins=pins,
-        python=_python(python, spec),
+        python=_python(python, spec, loaded),
         smoke=tuple(core.smoke_argv(command)) if command else None,
         smoke_cwd=str(project),
         rollback=not no_rollback,

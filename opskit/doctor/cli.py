@@ -1,0 +1,58 @@
+"""``opskit doctor``: diagnose the classic failures of the service and the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from opskit.options import SpecArgs, app, say, spec_command
+
+
+@spec_command(app, "doctor")
+def doctor(
+    *,
+    spec: SpecArgs,
+    project: Annotated[
+        Path,
+        typer.Option(
+            "--project", help="Project directory to scan [the current one].", file_okay=False
+        ),
+    ] = Path(),
+    units: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--units", help="Unit file or directory to check, repeatable [PROJECT/deploy]."
+        ),
+    ] = None,
+    fix: Annotated[
+        bool,
+        typer.Option("--fix", help="Stop stale processes running the app's command line."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON on stdout.")] = False,
+) -> None:
+    """Diagnose the classic failures of the service on this host and in this project."""
+    from opskit.doctor import checks as doc
+    from opskit.errors import CheckFailed
+
+    loaded = spec.load()
+    report = doc.diagnose(loaded, project=project, units=units)
+    if fix:
+        stale = report.stale
+        if stale:
+            for proc in stale:
+                say(f"stopping   pid {proc.pid}: {proc.cmdline}")
+            for line in doc.stop_processes(stale, timeout=loaded.graceful_timeout + 10):
+                say(line)
+            # Report the state after the fix, not the one that was just repaired.
+            report = doc.diagnose(loaded, project=project, units=units)
+        else:
+            say("nothing to fix: no stale process runs the app's command line")
+    if as_json:
+        typer.echo(doc.to_json(report.findings))
+    else:
+        typer.echo(doc.table(report.findings))
+    errors = [f for f in report.findings if f.severity == "error"]
+    if errors:
+        raise CheckFailed(f"doctor: {len(errors)} error finding(s)")

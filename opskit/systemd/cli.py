@@ -1,0 +1,114 @@
+"""``opskit systemd``: write the units, or install them into the running systemd."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from opskit.options import Output, SpecArgs, app, say, spec_command
+
+if TYPE_CHECKING:
+    from opskit.render import RenderedFile
+
+
+@spec_command(app, "systemd", output="deploy/systemd")
+def systemd(
+    *,
+    spec: SpecArgs,
+    out: Output,
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install",
+            help="Write into the unit directory of the running systemd and daemon-reload.",
+        ),
+    ] = False,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--unit-dir",
+            help="Unit directory for --install [/etc/systemd/system].",
+            file_okay=False,
+        ),
+    ] = None,
+    enable: Annotated[
+        bool, typer.Option("--enable", help="With --install: enable and start the units.")
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="With --install: restart running units whose file changed."),
+    ] = False,
+) -> None:
+    """Write NAME.service (and NAME.socket with --socket): always restarting, hardened.
+
+    With --install, write them where systemd reads them, daemon-reload, and with --enable
+    enable and start them; a second identical run changes nothing.
+    """
+    from opskit.systemd.units import render_units
+
+    _validate_install_flags(install, unit_dir, enable, restart, out)
+    files = render_units(spec.load())
+    if install:
+        _install(files, unit_dir, force=out.force, enable=enable, restart=restart)
+        return
+    out.emit(files)
+    if out.writes:
+        for file in files:
+            _say_score(Path(out.target) / file.name)
+
+
+def _say_score(path: Path) -> None:
+    from opskit.systemd.analyze import security_score
+
+    if path.name.endswith(".service"):
+        score = security_score(path)
+        if score is not None:
+            say(f"security   {path.name}: exposure {score} (systemd-analyze security)")
+
+
+def _validate_install_flags(
+    install: bool, unit_dir: Path | None, enable: bool, restart: bool, out: Output
+) -> None:
+    from opskit.errors import UsageError
+
+    if not install:
+        for flag, given in (("--unit-dir", unit_dir), ("--enable", enable), ("--restart", restart)):
+            if given:
+                raise UsageError(f"{flag} needs --install")
+        return
+    given_out = (
+        ("--output", out.directory is not None),
+        ("--check", out.check),
+        ("--diff", out.diff),
+    )
+    for flag, given in given_out:
+        if given:
+            raise UsageError(f"--install writes into --unit-dir; it cannot be combined with {flag}")
+
+
+def _install(
+    files: list[RenderedFile], unit_dir: Path | None, *, force: bool, enable: bool, restart: bool
+) -> None:
+    from opskit.systemd import install as installer
+
+    installer.check_can_install()
+    done = installer.install_units(
+        files,
+        unit_dir or installer.SYSTEM_UNIT_DIR,
+        force=force,
+        enable=enable,
+        restart=restart,
+        runner=installer.run_systemctl,
+    )
+    for item in done.files:
+        say(f"{item.action.value:<10} {item.path}")
+    for step in done.steps:
+        say(f"systemctl  {step}")
+    if not done.steps:
+        say("systemctl  nothing to do")
+    for unit in done.stale:
+        say(f"note       {unit} runs its old definition until restarted (--restart)")
+    for item in done.files:
+        _say_score(item.path)
