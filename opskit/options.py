@@ -31,13 +31,19 @@ if TYPE_CHECKING:
     from opskit.render import RenderedFile
     from opskit.spec import AppSpec
 
-app = typer.Typer(
-    name="opskit",
-    help="Production-hardened deployment artifacts for Python web services.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A typer app as opskit's commands need it: help without rich, no pretty tracebacks."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
+app = command_group("opskit", "Production-hardened deployment artifacts for Python web services.")
 
 #: The --help sections, in the order they are shown.
 APP_PANEL = "App options (every command that reads the spec)"

@@ -9,16 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from opskit.errors import CheckFailed, UsageError
-from opskit.options import Output, SpecArgs, app, spec_command
+from opskit.options import Output, SpecArgs, app, command_group, spec_command
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec
 
-logging_app = typer.Typer(
-    name="logging",
-    help="Logging that reaches stderr (and the journal) once, at the right level.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+logging_app = command_group(
+    "logging", "Logging that reaches stderr (and the journal) once, at the right level."
 )
 app.add_typer(logging_app, name="logging")
 
