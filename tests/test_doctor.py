@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from opskit.doctor.checks import check_unit, import_time_threads
+from opskit.doctor.project import import_time_threads
+from opskit.doctor.units import check_unit
 from opskit.spec import build_spec
 from opskit.systemd.unitfile import parse_timespan
 from opskit.systemd.units import render_units
