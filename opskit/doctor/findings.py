@@ -47,11 +47,6 @@ class Report:
     findings: list[Finding]
     stale: list[Listener] = field(default_factory=list)
 
-    @property
-    def errors(self) -> int:
-        """How many findings have error severity (the exit code depends on it)."""
-        return _count(self.findings, Severity.ERROR)
-
 
 def evidence_path(path: Path, project: Path) -> str:
     """A file as evidence names it: relative to the project when it is inside it."""

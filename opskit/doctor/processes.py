@@ -6,7 +6,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -17,8 +17,6 @@ from opskit.spec import AppSpec
 if TYPE_CHECKING:
     from opskit.doctor.checks import Context
 
-Signaller = Callable[[int, int], None]
-
 
 @dataclass(frozen=True)
 class Listener:
@@ -27,7 +25,6 @@ class Listener:
     pid: int
     argv: tuple[str, ...]
     started: float
-    pids: tuple[int, ...] = ()
     newest_start: float = 0.0
 
     @property
@@ -85,9 +82,8 @@ def listeners(spec: AppSpec) -> list[Listener]:
     out = []
     for pid, root in sorted(roots.items()):
         try:
-            tree = [root, *root.children(recursive=True)]
             starts = []
-            for proc in tree:
+            for proc in [root, *root.children(recursive=True)]:
                 try:
                     starts.append(proc.create_time())
                 except psutil.Error:
@@ -97,7 +93,6 @@ def listeners(spec: AppSpec) -> list[Listener]:
                     pid=pid,
                     argv=tuple(root.cmdline()),
                     started=root.create_time(),
-                    pids=tuple(sorted(p.pid for p in tree)),
                     newest_start=max(starts),
                 )
             )
@@ -185,12 +180,7 @@ def stale_processes(ctx: Context) -> list[Listener]:
     return [proc for proc in _older_than_code(ctx) if runs_app(proc.argv, ctx.spec)]
 
 
-def stop_processes(
-    procs: Sequence[Listener],
-    *,
-    send: Signaller = os.kill,
-    timeout: float = 30.0,
-) -> list[str]:
+def stop_processes(procs: Sequence[Listener], *, timeout: float) -> list[str]:
     """Send SIGTERM to each process (SIGKILL after ``timeout``); return what happened.
 
     A process is signalled only while its PID still belongs to the process found (same
@@ -206,7 +196,7 @@ def stop_processes(
             if abs(current.create_time() - proc.started) > 0.01:
                 lines.append(f"skipped    pid {proc.pid}: a different process now")
                 continue
-            send(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGTERM)
             alive.append((proc, current))
         except (psutil.NoSuchProcess, ProcessLookupError):
             lines.append(f"gone       pid {proc.pid}")
@@ -216,7 +206,7 @@ def stop_processes(
             current.wait(timeout=max(0.0, deadline - time.monotonic()))
             lines.append(f"stopped    pid {proc.pid}")
         except psutil.TimeoutExpired:
-            send(proc.pid, signal.SIGKILL)
+            os.kill(proc.pid, signal.SIGKILL)
             lines.append(f"killed     pid {proc.pid} (no exit {timeout:g} s after SIGTERM)")
         except psutil.NoSuchProcess:
             lines.append(f"stopped    pid {proc.pid}")
