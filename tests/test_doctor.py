@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from opskit.doctor.checks import CHECKS, diagnose
+from opskit.doctor.findings import Finding, Severity, table, to_json
 from opskit.doctor.project import import_time_threads
 from opskit.doctor.units import check_unit
 from opskit.spec import build_spec
@@ -573,3 +575,60 @@ def test_threads_helper_ignores_unparsable_files(tmp_path: Path):
     bad = tmp_path / "bad.py"
     bad.write_text(textwrap.dedent("def (:\n"))
     assert import_time_threads(bad) == []
+
+
+# --- the registry and the output ------------------------------------------------------------
+
+
+def test_findings_come_errors_first_then_in_registry_order(project: Path):
+    unit = project / "deploy" / "demoapp.service"
+    unit.parent.mkdir()
+    text = unit_text().replace("Restart=always", "Restart=on-failure").replace("RestartSec=5\n", "")
+    unit.write_text(text.replace("[Service]\n", "[Service]\nStartLimitBurst=3\n"))
+    (project / "res.py").write_text("class Holder:\n    def __del__(self):\n        pass\n")
+    raw = {"name": "demoapp", "app": "demoapp:app", "venv": MISSING_VENV, "port": free_port()}
+    spec = build_spec(raw)
+    report = diagnose(spec, project=project, units=None)
+    assert [(f.severity, f.check) for f in report.findings] == [
+        ("error", "unit-start-limit"),
+        # Warnings in the order of CHECKS: the unit file's, then __del__, then logging.
+        ("warning", "unit-restart"),
+        ("warning", "unit-restart-sec"),
+        ("warning", "del-method"),
+        ("warning", "logging"),
+        ("warning", "logging"),
+        ("info", "pip-check"),
+    ]
+    assert report.stale == []
+    names = [name for name, _ in CHECKS]
+    assert len(set(names)) == len(names)
+
+
+def test_severity_is_written_as_its_plain_value():
+    finding = Finding(Severity.ERROR, "unit-restart", "problem", "x.service: no Restart=", "fix")
+    assert finding.severity == "error"
+    assert to_json([finding]) == textwrap.dedent(
+        """\
+        {
+          "errors": 1,
+          "findings": [
+            {
+              "severity": "error",
+              "check": "unit-restart",
+              "problem": "problem",
+              "evidence": "x.service: no Restart=",
+              "fix": "fix"
+            }
+          ]
+        }"""
+    )
+    info = Finding(Severity.INFO, "pip-check", "skipped", "no venv", "")
+    assert table([finding, info]).splitlines() == [
+        "error   unit-restart  problem",
+        "                      evidence: x.service: no Restart=",
+        "                      fix:      fix",
+        "info    pip-check     skipped",
+        "                      evidence: no venv",
+        "",
+        "1 error, 0 warnings, 1 info",
+    ]
