@@ -1,4 +1,4 @@
-"""opskit upgrade without pip: pins, the plan, pip check's lines, history, the runner, bad input.
+"""opskit upgrade without pip: pins, the plan, pip check's lines, history, bad input.
 
 The real pip runs in tests/test_upgrade_pip.py.
 """
@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,10 +19,8 @@ from opskit.upgrade.run import (
     Change,
     Environment,
     Installed,
-    InterruptGuard,
     Pin,
     Problem,
-    SubprocessRunner,
     _header_command,
     _pinned,
     _wheel_tags,
@@ -227,63 +223,6 @@ def test_smoke_command_is_split_like_a_shell_would():
         smoke_argv("python -c 'import")
     with pytest.raises(UsageError, match="empty"):
         smoke_argv("   ")
-
-
-# --- the runner ---------------------------------------------------------------------------
-
-
-def test_runner_runs_argument_lists_without_a_shell(tmp_path):
-    run = SubprocessRunner()
-    done = run([sys.executable, "-c", "import sys; print(sys.argv[1])", "$HOME; echo x"])
-    assert done.ok and done.stdout == "$HOME; echo x\n"
-    failed = run([sys.executable, "-c", "import sys; sys.exit('boom')"])
-    assert failed.returncode == 1 and failed.tail() == "boom"
-    noisy = run([sys.executable, "-c", "print('progress'); import sys; sys.exit('the reason')"])
-    assert noisy.tail() == "the reason"
-    missing = run([str(tmp_path / "no-such-program")])
-    assert missing.returncode == 127 and "cannot run" in missing.stderr
-
-
-def test_runner_timeout_kills_the_process_group():
-    started = time.monotonic()
-    done = SubprocessRunner()([sys.executable, "-c", "import time; time.sleep(60)"], timeout=0.5)
-    assert time.monotonic() - started < 30
-    assert not done.ok and "timed out after 0.5 s" in done.stderr
-
-
-@pytest.mark.timeout(120)
-def test_first_ctrl_c_lets_the_child_finish_then_raises(tmp_path):
-    notices: list[str] = []
-    done = tmp_path / "finished"
-    # The child itself delivers the Ctrl-C to its parent (this process), so the signal
-    # arrives while the runner waits, never before; then it works on for a while.
-    child = [
-        sys.executable,
-        "-c",
-        "import os, signal, sys, time; os.kill(os.getppid(), signal.SIGINT); "
-        "time.sleep(0.5); open(sys.argv[1], 'w').close()",
-        str(done),
-    ]
-    with pytest.raises(KeyboardInterrupt):
-        SubprocessRunner(notify=notices.append)(child)
-    # It waited for the child to finish its work instead of abandoning it.
-    assert done.exists()
-    assert notices == [f"interrupted: letting {Path(sys.executable).name} finish first"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def test_guard_ignores_ctrl_c_while_restoring():
-    notices: list[str] = []
-    guard = InterruptGuard(notices.append, step="pip install")
-    with guard.installed():
-        guard.handle(signal.SIGINT, None)
-        guard.restoring = True
-        guard.handle(signal.SIGINT, None)
-    assert guard.count == 1
-    assert notices == [
-        "interrupted: letting pip install finish first",
-        "interrupt ignored: restoring the snapshot first",
-    ]
 
 
 # --- the command line: bad input is exit 2, one line, nothing written ---------------------------

@@ -9,7 +9,6 @@ its commands as argument lists through an explicit runner.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -18,19 +17,22 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import zipfile
 from base64 import urlsafe_b64encode
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from opskit.errors import OperationFailed, UsageError
+from opskit.errors import ExitCode, OperationFailed, UsageError
+from opskit.proc import Completed, InterruptGuard
+
+# Re-exported only until opskit/upgrade/cli.py imports them from opskit.proc.
+from opskit.proc import Runner as Runner
+from opskit.proc import SubprocessRunner as SubprocessRunner
+from opskit.proc import shown as shown
 
 #: ``pip`` flags on every call: no version check against an index, never a prompt.
 PIP_QUIET = ("--disable-pip-version-check", "--no-input")
@@ -38,8 +40,6 @@ PIP_QUIET = ("--disable-pip-version-check", "--no-input")
 SMOKE_TIMEOUT = 300.0
 #: Snapshots of successful upgrades kept for a manual roll-back; older ones are pruned.
 KEEP_SNAPSHOTS = 5
-#: Exit code after an interrupt (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
 
 Progress = Callable[[str, str], None]
 
@@ -62,180 +62,7 @@ class UpgradeFailed(OperationFailed):
 class UpgradeInterrupted(UpgradeFailed):
     """Raised when Ctrl-C stops an upgrade; the environment was restored first if it changed."""
 
-    exit_code = EXIT_INTERRUPTED
-
-
-# --- running commands -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Completed:
-    """What a finished command left: its argv, exit code and output."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        """Whether the command exited 0."""
-        return self.returncode == 0
-
-    def tail(self, lines: int = 1) -> str:
-        """The last lines of stderr (else stdout) that say something, as a one-line reason."""
-        for stream in (self.stderr, self.stdout):
-            found = [
-                ln.strip()
-                for ln in stream.splitlines()
-                if ln.strip() and not ln.lstrip().startswith("WARNING:")
-            ]
-            if found:
-                return " | ".join(found[-lines:])
-        return f"exit code {self.returncode}"
-
-    def reason(self) -> str:
-        """Why pip (or pip-compile) failed: its last ``ERROR:`` line, else the tail."""
-        errors = [
-            ln.strip()[len("ERROR:") :].strip()
-            for ln in self.stderr.splitlines()
-            if ln.strip().startswith("ERROR:") and ln.strip() != "ERROR: Exception:"
-        ]
-        return errors[-1] if errors else self.tail()
-
-
-class Runner(Protocol):
-    """Runs one command given as an argument list and returns what it left."""
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-    ) -> Completed: ...
-
-
-# The children SubprocessRunner is waiting for, so that a second Ctrl-C can reach them.
-_RUNNING: set[int] = set()
-
-
-class SubprocessRunner:
-    """Run commands for real, shielded from the terminal's Ctrl-C.
-
-    Each child gets its own session, so a Ctrl-C at the terminal reaches opskit only.
-    On the first one opskit lets the child finish (an interrupted ``pip install`` can
-    leave a package half uninstalled) and then raises KeyboardInterrupt; a second one
-    is passed on to the child. Inside an upgrade, ``InterruptGuard`` handles Ctrl-C
-    instead and the runner raises nothing: the upgrade checks the guard between steps.
-    """
-
-    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
-        """Keep the callback that tells the user why opskit is still waiting."""
-        self.notify = notify or (lambda message: None)
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float | None = None,
-    ) -> Completed:
-        """Run ``argv`` (never through a shell) and wait for it."""
-        guard = InterruptGuard(self.notify, step=_short(argv))
-        # The handler is in place before the child starts: a KeyboardInterrupt raised
-        # inside Popen would leave a pip running unwatched.
-        with guard.installed():
-            try:
-                proc = subprocess.Popen(
-                    list(argv),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    errors="replace",
-                    env=dict(env) if env is not None else None,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                return Completed(tuple(argv), 127, "", f"cannot run {argv[0]}: {exc.strerror}")
-            _RUNNING.add(proc.pid)
-            try:
-                out, err = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                out, err = proc.communicate()
-                err += f"\ntimed out after {timeout:g} s"
-            finally:
-                _RUNNING.discard(proc.pid)
-        if guard.count:
-            raise KeyboardInterrupt
-        return Completed(tuple(argv), proc.returncode, out, err)
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signum)
-
-
-def _short(argv: Sequence[str]) -> str:
-    words = list(argv)
-    if len(words) > 2 and words[1] == "-m":
-        return f"{words[2]} {words[3]}" if len(words) > 3 else words[2]
-    return Path(words[0]).name
-
-
-class InterruptGuard:
-    """Ctrl-C, remembered instead of raised, so that no step stops half way.
-
-    The first Ctrl-C lets the running step finish; the caller looks at ``count``
-    between steps. A second one passes SIGINT on to the running children. While
-    ``restoring`` is set every Ctrl-C is ignored: a half-done restore is the worst case.
-    Only Python's default handler is replaced (and only in the main thread, the one
-    place signal handlers can be set), so an outer guard keeps precedence.
-    """
-
-    def __init__(self, notify: Callable[[str], None], step: str = "the running step") -> None:
-        """Start with no interrupt seen."""
-        self.notify = notify
-        self.step = step
-        self.count = 0
-        self.restoring = False
-
-    def handle(self, signum: int, frame: object) -> None:
-        """The SIGINT handler."""
-        if self.restoring:
-            self.notify("interrupt ignored: restoring the snapshot first")
-            return
-        self.count += 1
-        if self.count == 1:
-            self.notify(f"interrupted: letting {self.step} finish first")
-        else:
-            self.notify(f"interrupted again: stopping {self.step}")
-            for pid in list(_RUNNING):
-                _signal_group(pid, signal.SIGINT)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[InterruptGuard]:
-        """Handle SIGINT with this guard for the duration of the block."""
-        if threading.current_thread() is not threading.main_thread() or (
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-        ):
-            yield self
-            return
-        previous = signal.signal(signal.SIGINT, self.handle)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def shown(argv: Sequence[str]) -> str:
-    """An argument list as a line a user can paste into a POSIX shell."""
-    return shlex.join(argv)
+    exit_code = ExitCode.INTERRUPTED
 
 
 # --- requirements -------------------------------------------------------------------------
