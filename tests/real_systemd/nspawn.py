@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -56,6 +57,32 @@ _live: set[Container] = set()
 
 class HarnessError(RuntimeError):
     """Raised when the container cannot be booted, driven or a command inside fails."""
+
+
+def _unique(name: str) -> str:
+    """A machine name no other container on this host has: NAME-PID-N.
+
+    The PID tells apart the pytest processes that boot containers at once (make test runs
+    two workers), the counter the containers of one process. Machine names become the
+    container's hostname (and its cgroup's name): short and plain.
+    """
+    return f"{name[:40]}-{os.getpid()}-{next(_counter)}"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the ``with`` block.
+
+    For what one of several processes builds and the others then use: the pytest
+    workers of one run, and other runs on the same machine sharing build/.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def unavailable_reason() -> str | None:
@@ -182,7 +209,10 @@ def run_once(
     Used to build the session's venvs at the path they have in every later container,
     and to show what opskit does where systemd is not running.
     """
-    cgroup = _Cgroup(f"opskit-test-{name}-{os.getpid()}-{next(_counter)}")
+    # Unique per process and call, like a booted container's: two pytest workers may build
+    # or run at once, and nspawn keeps per-machine state under /run/systemd/nspawn.
+    name = _unique(name)
+    cgroup = _Cgroup(f"opskit-test-{name}")
     env_flags = [f"--setenv={k}={v}" for k, v in {**(setenv or {})}.items()]
     argv = [
         *_nspawn_base(name, binds),
@@ -228,8 +258,7 @@ class Container:
         boot_timeout: float = 90.0,
         stop_timeout: float = 20.0,
     ) -> None:
-        # Machine names become the container's hostname: keep them short and plain.
-        self.name = f"{name[:40]}-{os.getpid()}-{next(_counter)}"
+        self.name = _unique(name)
         self.workdir = workdir
         self.binds = [Bind(HARNESS, HARNESS_MOUNT), *binds]
         self.boot_timeout = boot_timeout
@@ -580,9 +609,17 @@ def servers_venv(cache: Path, wheelhouse: Path, *, timeout: float = 900.0) -> tu
     names = sorted(p.name for p in wheelhouse.iterdir() if not p.name.startswith("."))
     key = hashlib.sha256("\n".join(names).encode())
     final = cache / f"servers-{key.hexdigest()[:16]}"
-    if (final / "bin" / "uwsgi").exists():
-        return final, 0.0
+    # One build at a time: a second pytest worker (or another run) waits for the first
+    # and then finds the cache filled, instead of compiling uWSGI beside it.
+    with locked(cache / ".servers.lock"):
+        if (final / "bin" / "uwsgi").exists():
+            return final, 0.0
+        return final, _build_servers_venv(final, wheelhouse, timeout)
+
+
+def _build_servers_venv(final: Path, wheelhouse: Path, timeout: float) -> float:
     started = time.monotonic()
+    cache = final.parent
     tmp = cache / f"{final.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     _build_venv(
@@ -593,11 +630,12 @@ def servers_venv(cache: Path, wheelhouse: Path, *, timeout: float = 900.0) -> tu
         [Bind(wheelhouse, "/srv/wheels")],
         timeout,
     )
-    try:
-        tmp.rename(final)
-    except OSError:  # another session finished the same build first
+    if (final / "bin" / "uwsgi").exists():  # built meanwhile by a run without the lock
         shutil.rmtree(tmp, ignore_errors=True)
-    return final, time.monotonic() - started
+    else:
+        shutil.rmtree(final, ignore_errors=True)  # an interrupted build's leftover, if any
+        tmp.rename(final)
+    return time.monotonic() - started
 
 
 def tool_venv(dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 600.0) -> float:
