@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO   := build/demo
+# What the real-systemd containers install offline (tests/real_systemd/wheelhouse.sh).
+WHEELHOUSE ?= build/wheelhouse
 
-.PHONY: help demo test lint typecheck unit integration bench clean
+.PHONY: help demo test lint typecheck unit wheelhouse bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,8 +34,15 @@ typecheck: $(VENV)/.test  ## mypy, strict on opskit/
 unit: $(VENV)/.test  ## the fast tests only
 	$(PY) -m pytest -m 'not systemd and not servers and not pip' -q
 
-test: lint typecheck  ## ruff, mypy and the whole suite (real systemd, servers, pip included)
-	$(PY) -m pytest -q
+# Refilled when opskit's dependencies or the script's download list change (the script
+# decides by a stamp of both), skipped when current; the one step that needs the registry.
+$(WHEELHOUSE)/.filled-for: pyproject.toml tests/real_systemd/wheelhouse.sh
+	OPSKIT_WHEELHOUSE=$(WHEELHOUSE) bash tests/real_systemd/wheelhouse.sh
+
+wheelhouse: $(WHEELHOUSE)/.filled-for  ## download the wheels the real-systemd containers install offline
+
+test: lint typecheck $(WHEELHOUSE)/.filled-for  ## ruff, mypy and the whole suite (real systemd, servers, pip included)
+	OPSKIT_WHEELHOUSE=$(WHEELHOUSE) $(PY) -m pytest -q
 
 bench: $(VENV)/.test  ## run every bench/bench_*.py; each records its result with --write under docs/benchmarks/
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

@@ -20,7 +20,7 @@ from tests.real_systemd import nspawn
 from tests.real_systemd.demo import APP_DIR, make_app_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Filled by tests/real_systemd/wheelhouse.sh (called from .ci/run) while the registry is reachable.
+#: Filled by tests/real_systemd/wheelhouse.sh (make test's prerequisite) from the registry.
 DEFAULT_WHEELHOUSE = ROOT / "build" / "wheelhouse"
 #: A hung container must not eat CI's time: past this many seconds of systemd tests, the
 #: remaining ones fail at once instead of booting (each test also has a pytest-timeout).
@@ -49,9 +49,10 @@ def systemd_host() -> None:
 @pytest.fixture(scope="session")
 def wheelhouse(systemd_host: None) -> Path:
     """The directory of wheels and sdists the venvs are installed from, offline."""
-    path = Path(os.environ.get("OPSKIT_WHEELHOUSE", DEFAULT_WHEELHOUSE))
+    # Absolute: it becomes a bind source, and nspawn refuses relative ones.
+    path = Path(os.environ.get("OPSKIT_WHEELHOUSE", DEFAULT_WHEELHOUSE)).resolve()
     if not any(path.glob("gunicorn-*")) or not any(path.glob("uwsgi-*")):
-        _skip_or_fail(f"no wheelhouse at {path}: run tests/real_systemd/wheelhouse.sh first")
+        _skip_or_fail(f"no wheelhouse at {path}: run make wheelhouse (make test fills it)")
     return path
 
 

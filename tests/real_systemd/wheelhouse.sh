@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
 # Fill build/wheelhouse with what the real-systemd tests install offline inside their
 # containers: the three servers (uWSGI as an sdist, compiled there against Debian's
-# python3), opskit's own dependencies, and the build backends. Needs the package registry;
-# run it before the tests (.ci/run does), never from a test. Idempotent.
+# python3), opskit's own dependencies, and the build backends. Needs the package registry
+# when it downloads; never called from a test. `make test` runs it as a prerequisite
+# (target build/wheelhouse/.filled-for): it downloads only when opskit's dependencies or
+# this script changed since the last fill, and otherwise just marks the stamp current.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$self")/../.."
 dest="${OPSKIT_WHEELHOUSE:-build/wheelhouse}"
-# Filled for this pyproject.toml already (its dependencies are what opskit's venv needs)?
-stamp="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "wheelhouse: /usr/bin/python3 cannot make a venv: apt-get install python3-venv" \
+    "(.ci/run installs it)" >&2
+  exit 1
+fi
+# What decides the contents: opskit's dependencies and build backend (from pyproject.toml,
+# so an edit of its tool tables downloads nothing) and this script's own download list.
+deps="$(/usr/bin/python3 - <<'PY'
+import tomllib
+
+with open("pyproject.toml", "rb") as handle:
+    data = tomllib.load(handle)
+print(data["project"].get("dependencies", []), data["build-system"].get("requires", []))
+PY
+)"
+stamp="$( { echo "$deps"; cat "$self"; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$dest/.filled-for" 2>/dev/null)" = "$stamp" ]; then
+  # Current: touch it so make sees the target newer than pyproject.toml.
+  touch "$dest/.filled-for"
   echo "wheelhouse: $dest already filled"
   exit 0
 fi
@@ -22,4 +41,4 @@ trap 'rm -rf "$tmp"' EXIT
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
   . gunicorn uvicorn uwsgi setuptools wheel hatchling
 echo "$stamp" > "$dest/.filled-for"
-echo "wheelhouse: $(find "$dest" -maxdepth 1 -type f | wc -l) files in $dest"
+echo "wheelhouse: $(find "$dest" -maxdepth 1 -type f -not -name '.*' | wc -l) files in $dest"
