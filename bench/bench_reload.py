@@ -45,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from opskit.reload.plan import render_reload  # noqa: E402
+from opskit.reload.render import render_reload  # noqa: E402
 from opskit.spec import build_spec  # noqa: E402
 from opskit.write import write  # noqa: E402
 

@@ -14,9 +14,8 @@ from opskit.reload.plan import (
     SYSTEMCTL_RELOAD,
     SYSTEMCTL_RESTART,
     plan_reload,
-    render_reload,
-    uwsgi_options,
 )
+from opskit.reload.render import render_reload, uwsgi_options
 from opskit.spec import build_spec
 from opskit.systemd.units import server_unit
 

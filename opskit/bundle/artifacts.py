@@ -56,7 +56,7 @@ ARTIFACTS: tuple[Artifact, ...] = (
     # The reload script refuses specs whose reload would keep old code or drop requests
     # (a single uvicorn process, gunicorn --preload without a socket unit, ...): the rest
     # of the bundle is still right for them, and ops-reload then restarts instead.
-    ("reload script", _lazy("opskit.reload.plan:render_reload"), True),
+    ("reload script", _lazy("opskit.reload.render:render_reload"), True),
     ("ops.mk", _ops_mk, False),
 )
 

@@ -26,7 +26,7 @@ def unit_names(spec: AppSpec) -> list[str]:
 def reload_script(spec: AppSpec) -> str | None:
     """The reload script's file name, or None where the reload generator refuses the spec."""
     from opskit.errors import SpecError
-    from opskit.reload.plan import render_reload
+    from opskit.reload.render import render_reload
 
     try:
         return render_reload(spec)[0].name

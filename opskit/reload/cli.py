@@ -8,7 +8,8 @@ from opskit.options import Output, SpecArgs, app, say, spec_command
 @spec_command(app, "reload-script", output="deploy/reload")
 def reload_script(*, spec: SpecArgs, out: Output) -> None:
     """Write reload-NAME.sh: reload gracefully, then prove the new code serves."""
-    from opskit.reload.plan import plan_reload, render_reload
+    from opskit.reload.plan import plan_reload
+    from opskit.reload.render import render_reload
 
     loaded = spec.load()
     files = render_reload(loaded)

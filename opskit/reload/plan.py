@@ -1,4 +1,4 @@
-"""The graceful reload builder: pick the mechanism per server and supervisor, render the script."""
+"""The graceful reload planner: pick the mechanism per server and supervisor, or refuse."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import posixpath
 from dataclasses import dataclass
 
 from opskit.errors import SpecError
-from opskit.render import RenderedFile, ini_value, render_template
 from opskit.spec import AppSpec
 from opskit.systemd.hardening import runtime_dir
-from opskit.systemd.units import environment, server_unit
+from opskit.systemd.units import server_unit
 
 #: How the script makes the server load new code.
 HUP = "hup"  # SIGHUP to the master (pidfile mode)
@@ -35,7 +34,8 @@ def pidfile_path(spec: AppSpec) -> str:
     return spec.pidfile or f"{runtime_dir(spec)}/{spec.server}.pid"
 
 
-def _fifo(spec: AppSpec) -> str:
+def fifo_path(spec: AppSpec) -> str:
+    """The master FIFO of uWSGI: the unit's --master-fifo, or beside the pidfile outside systemd."""
     if spec.supervisor == "pidfile":
         # Outside systemd nothing creates /run/NAME: keep the FIFO beside the pidfile.
         return posixpath.join(posixpath.dirname(pidfile_path(spec)), "uwsgi.fifo")
@@ -136,61 +136,6 @@ def plan_reload(spec: AppSpec) -> ReloadPlan:
         description=description,
         warnings=tuple(warnings),
         pidfile=None if systemd else pidfile_path(spec),
-        fifo=_fifo(spec) if mechanism == CHAIN else None,
+        fifo=fifo_path(spec) if mechanism == CHAIN else None,
         preflight=_preflight(spec),
     )
-
-
-def uwsgi_options(spec: AppSpec) -> list[tuple[str, str]]:
-    """The uWSGI ini options: the unit's command line, key by key, plus what pidfile mode needs.
-
-    Derived from systemd.server_unit() so that the ini and the unit cannot disagree.
-    """
-    argv = list(server_unit(spec).argv[1:])
-    options: list[tuple[str, str]] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise SpecError(f"server-args: {arg!r} cannot be written to the uWSGI ini")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            value = "true"
-            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                value = argv[i + 1]
-                i += 1
-        options.append((key, value))
-        i += 1
-    if spec.supervisor == "pidfile":
-        options = [(k, _fifo(spec) if k == "master-fifo" else v) for k, v in options]
-        # Outside systemd the stop signal is usually SIGTERM, which uWSGI 2.0 takes as
-        # "brutal reload": die-on-term makes it stop instead.
-        options += [
-            ("chdir", spec.working_directory),
-            ("pidfile", pidfile_path(spec)),
-            ("die-on-term", "true"),
-        ]
-    for key, value in options:
-        try:
-            ini_value(value)
-        except ValueError:
-            raise SpecError(f"{key}: {value!r} cannot be written to the uWSGI ini") from None
-    return options
-
-
-def render_reload(spec: AppSpec) -> list[RenderedFile]:
-    """Render reload-NAME.sh (executable) and, for uWSGI, NAME.uwsgi.ini."""
-    plan = plan_reload(spec)
-    script = render_template(
-        "reload/reload.sh.j2",
-        spec=spec,
-        plan=plan,
-        unit=f"{spec.name}.service",
-        environment=environment(spec),
-        timeout=spec.graceful_timeout + 30,
-    )
-    files = [RenderedFile(f"reload-{spec.name}.sh", script, 0o755)]
-    if spec.server == "uwsgi":
-        ini = render_template("reload/uwsgi.ini.j2", spec=spec, options=uwsgi_options(spec))
-        files.append(RenderedFile(f"{spec.name}.uwsgi.ini", ini))
-    return files

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.reload.plan import render_reload
+from opskit.reload.render import render_reload
 from opskit.systemd.units import render_units
 from tests.real_systemd.demo import demo_spec, set_version, url
 

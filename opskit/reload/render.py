@@ -1,0 +1,64 @@
+"""Render the reload script and, for uWSGI, its ini file from the spec and its plan."""
+
+from __future__ import annotations
+
+from opskit.errors import SpecError
+from opskit.reload.plan import fifo_path, pidfile_path, plan_reload
+from opskit.render import RenderedFile, ini_value, render_template
+from opskit.spec import AppSpec
+from opskit.systemd.units import environment, server_unit
+
+
+def uwsgi_options(spec: AppSpec) -> list[tuple[str, str]]:
+    """The uWSGI ini options: the unit's command line, key by key, plus what pidfile mode needs.
+
+    Derived from systemd.server_unit() so that the ini and the unit cannot disagree.
+    """
+    argv = list(server_unit(spec).argv[1:])
+    options: list[tuple[str, str]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise SpecError(f"server-args: {arg!r} cannot be written to the uWSGI ini")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = "true"
+            if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                value = argv[i + 1]
+                i += 1
+        options.append((key, value))
+        i += 1
+    if spec.supervisor == "pidfile":
+        options = [(k, fifo_path(spec) if k == "master-fifo" else v) for k, v in options]
+        # Outside systemd the stop signal is usually SIGTERM, which uWSGI 2.0 takes as
+        # "brutal reload": die-on-term makes it stop instead.
+        options += [
+            ("chdir", spec.working_directory),
+            ("pidfile", pidfile_path(spec)),
+            ("die-on-term", "true"),
+        ]
+    for key, value in options:
+        try:
+            ini_value(value)
+        except ValueError:
+            raise SpecError(f"{key}: {value!r} cannot be written to the uWSGI ini") from None
+    return options
+
+
+def render_reload(spec: AppSpec) -> list[RenderedFile]:
+    """Render reload-NAME.sh (executable) and, for uWSGI, NAME.uwsgi.ini."""
+    plan = plan_reload(spec)
+    script = render_template(
+        "reload/reload.sh.j2",
+        spec=spec,
+        plan=plan,
+        unit=f"{spec.name}.service",
+        environment=environment(spec),
+        timeout=spec.graceful_timeout + 30,
+    )
+    files = [RenderedFile(f"reload-{spec.name}.sh", script, 0o755)]
+    if spec.server == "uwsgi":
+        ini = render_template("reload/uwsgi.ini.j2", spec=spec, options=uwsgi_options(spec))
+        files.append(RenderedFile(f"{spec.name}.uwsgi.ini", ini))
+    return files
