@@ -248,6 +248,44 @@ def test_missing_interpreter_is_a_usage_error(cli, tmp_path, monkeypatch) -> Non
     assert "--python: no such interpreter" in result.err
 
 
+def test_a_probe_that_hangs_is_stopped_with_its_children(tmp_path: Path) -> None:
+    # An app whose import starts a helper process and then hangs: past the timeout both
+    # are gone, and the check fails with one sentence instead of waiting for ever.
+    import sys
+    import time
+
+    from opskit.errors import OperationFailed
+    from opskit.logconfig.check import run_probe
+
+    pid_file = tmp_path / "helper.pid"
+    (tmp_path / "hangs.py").write_text(
+        "import subprocess, sys, time\n"
+        "helper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(helper.pid))\n"
+        "time.sleep(60)\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(OperationFailed, match="the probe did not finish within 3 s"):
+        run_probe(
+            Target("module", "hangs:app"),
+            python=sys.executable,
+            loggers=[],
+            path=[str(tmp_path)],
+            timeout=3,
+        )
+    assert time.monotonic() - started < 30
+    stat = Path(f"/proc/{pid_file.read_text()}/stat")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        assert time.monotonic() < deadline, "the probe's helper outlived the timeout"
+        time.sleep(0.05)
+
+
 def test_findings_are_data_for_other_commands(tmp_path: Path) -> None:
     # The API `opskit doctor` reuses: structured findings, nothing printed.
     import sys

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opskit.errors import OperationFailed, UsageError
 from opskit.logconfig.build import ACCESS_LOGGERS, ERROR_LOGGERS
+from opskit.proc import SubprocessRunner
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LEVEL_NO = {name: 10 * (i + 1) for i, name in enumerate(LEVELS)}
 #: At most this many loggers are probed (the named ones first).
 LOGGER_LIMIT = 60
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".py", ".ini", ".conf", ".cfg")
-
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 @dataclass(frozen=True)
@@ -139,7 +137,6 @@ def run_probe(
     loggers: Sequence[str],
     path: Sequence[str] = (),
     cwd: Path | None = None,
-    runner: Runner = subprocess.run,
     timeout: float = 60,
 ) -> tuple[dict[str, Any], str, str]:
     """Run the probe in a subprocess of ``python``; return its report, stdout and stderr.
@@ -158,19 +155,19 @@ def run_probe(
             "report": str(report_path),
             "limit": LOGGER_LIMIT,
         }
-        try:
-            proc = runner(
-                [python, "-c", source, json.dumps(params)],
-                capture_output=True,
-                text=True,
-                cwd=cwd,
-                timeout=timeout,
-                check=False,
-            )
-        except FileNotFoundError:
-            raise UsageError(f"--python: no such interpreter: {python}") from None
-        except subprocess.TimeoutExpired:
-            raise OperationFailed(f"the probe did not finish within {timeout:g} s") from None
+        # Unshielded: the probe only reads, so a Ctrl-C stops it (and whatever the app
+        # started) at once.
+        proc = SubprocessRunner(shield=False)(
+            [python, "-c", source, json.dumps(params)],
+            cwd=str(cwd) if cwd is not None else None,
+            timeout=timeout,
+        )
+        if isinstance(proc.start_error, FileNotFoundError):
+            raise UsageError(f"--python: no such interpreter: {python}")
+        if proc.start_error is not None:
+            raise UsageError(f"--python: cannot run {python}: {proc.start_error.strerror}")
+        if proc.timed_out:
+            raise OperationFailed(f"the probe did not finish within {timeout:g} s")
         try:
             report: dict[str, Any] = json.loads(report_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -333,12 +330,9 @@ def check_logging(
     loggers: Sequence[str],
     path: Sequence[str] = (),
     cwd: Path | None = None,
-    runner: Runner = subprocess.run,
 ) -> LogReport:
     """Load the target in a subprocess, log a record per level and logger, and analyse."""
-    report, out, err = run_probe(
-        target, python=python, loggers=loggers, path=path, cwd=cwd, runner=runner
-    )
+    report, out, err = run_probe(target, python=python, loggers=loggers, path=path, cwd=cwd)
     return analyse(target.value, report, out, err)
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
+from opskit.proc import SubprocessRunner
+
 _SCORE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+#: systemd-analyze reads one unit file (verify also loads the units it names): seconds
+#: at most, so a minute means it hangs.
+ANALYZE_TIMEOUT = 60.0
 
 
 def security_score(unit: Path) -> float | None:
@@ -15,13 +19,11 @@ def security_score(unit: Path) -> float | None:
     exe = shutil.which("systemd-analyze")
     if exe is None:
         return None
-    proc = subprocess.run(
-        [exe, "security", "--offline=yes", "--no-pager", str(unit)],
-        capture_output=True,
-        text=True,
-        check=False,
+    # Unshielded: it only reads, so a Ctrl-C may stop it at once.
+    done = SubprocessRunner(shield=False)(
+        [exe, "security", "--offline=yes", "--no-pager", str(unit)], timeout=ANALYZE_TIMEOUT
     )
-    match = _SCORE.search(proc.stdout + proc.stderr)
+    match = _SCORE.search(done.stdout + done.stderr)
     return float(match.group(1)) if match else None
 
 
@@ -33,7 +35,7 @@ def verify(unit: Path) -> tuple[int, str]:
     exe = shutil.which("systemd-analyze")
     if exe is None:
         raise FileNotFoundError("systemd-analyze")
-    proc = subprocess.run(
-        [exe, "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False
+    done = SubprocessRunner(shield=False)(
+        [exe, "verify", "--man=no", str(unit)], timeout=ANALYZE_TIMEOUT
     )
-    return proc.returncode, proc.stderr
+    return done.returncode, done.stderr

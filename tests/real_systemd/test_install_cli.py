@@ -36,10 +36,10 @@ def test_bad_spec_is_reported_before_any_install_check(cli, tmp_path, monkeypatc
 
 def test_install_refuses_non_root_before_anything(tmp_path):
     from opskit.errors import UsageError
-    from opskit.systemd.install import check_can_install
+    from opskit.systemd.install import validate_can_install
 
     with pytest.raises(UsageError, match="must run as root"):
-        check_can_install(euid=1000, booted_marker=tmp_path)
+        validate_can_install(euid=1000, booted_marker=tmp_path)
     with pytest.raises(UsageError, match="systemd is not running"):
-        check_can_install(euid=0, booted_marker=tmp_path / "missing")
-    check_can_install(euid=0, booted_marker=tmp_path)  # root, systemd's marker present
+        validate_can_install(euid=0, booted_marker=tmp_path / "missing")
+    validate_can_install(euid=0, booted_marker=tmp_path)  # root, systemd's marker present
