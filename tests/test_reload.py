@@ -16,12 +16,18 @@ from opskit.reload.plan import (
     plan_reload,
 )
 from opskit.reload.render import render_reload, uwsgi_options
+from opskit.render import templates_dir
 from opskit.spec import build_spec
 from opskit.systemd.units import server_unit
 
 needs_shellcheck = pytest.mark.skipif(
     shutil.which("shellcheck") is None, reason="shellcheck is not installed"
 )
+
+#: The Jinja-free pieces of reload.sh.j2, which it includes verbatim.
+PARTIALS = [
+    templates_dir() / "reload" / name for name in ("proc_stat.sh", "proc_holders.sh", "probe.py")
+]
 
 HARD_DIR = '/srv/it\'s a "dir" $HOME `x` %n \\ ü'
 
@@ -143,6 +149,34 @@ def test_script_is_shellcheck_clean_with_hard_values(tmp_path: Path, server, sup
     )
     assert proc.returncode == 0, proc.stdout
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+@needs_shellcheck
+@pytest.mark.parametrize(
+    "partial", [p for p in PARTIALS if p.suffix == ".sh"], ids=lambda p: p.name
+)
+def test_shell_partials_are_shellcheck_clean_as_they_are(partial: Path):
+    # Checked as the file ships: it cannot carry a shebang or a shell directive, which
+    # would land in the middle of the script, so the shell is named on the command line.
+    proc = subprocess.run(
+        ["shellcheck", "--shell=bash", "--severity=style", str(partial)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("partial", PARTIALS, ids=lambda p: p.name)
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+@pytest.mark.parametrize("supervisor", ["systemd", "pidfile"])
+@pytest.mark.parametrize("unix", [False, True])
+def test_partials_are_included_verbatim(partial: Path, server, supervisor, unix):
+    text = partial.read_text(encoding="utf-8")
+    # No Jinja syntax, so that {% include %} renders the file exactly as it is.
+    assert "{{" not in text and "{%" not in text and "{#" not in text
+    more = {"unix_socket": f"{HARD_DIR}/app.sock"} if unix else {}
+    (script, *_) = render_reload(_hard_spec(server, supervisor, **more))
+    assert script.content.count(text) == 1
 
 
 def test_values_reach_the_script_unchanged(tmp_path: Path):
