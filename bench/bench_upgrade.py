@@ -119,7 +119,9 @@ class Result:
 
 
 def measure(repeat: int, warmup: int) -> Result:
-    from opskit.upgrade.run import SubprocessRunner, read_environment, wheel_from_installed
+    from opskit.proc import SubprocessRunner
+    from opskit.upgrade.environment import read_environment
+    from opskit.upgrade.snapshot import wheel_from_installed
 
     with tempfile.TemporaryDirectory(prefix="opskit-bench-upgrade-") as tmp:
         root = Path(tmp)

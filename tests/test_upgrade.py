@@ -15,23 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opskit.errors import UsageError
-from opskit.upgrade.run import (
-    Change,
-    Environment,
-    Installed,
-    Pin,
-    Problem,
-    _header_command,
-    _pinned,
-    _wheel_tags,
-    append_history,
-    build_plan,
-    parse_pins,
-    parse_pip_check,
-    pip_install_argv,
-    prune_snapshots,
-    smoke_argv,
-)
+from opskit.upgrade.environment import Distribution, Environment
+from opskit.upgrade.history import append_history, prune_snapshots
+from opskit.upgrade.lock import _header_command, _pinned
+from opskit.upgrade.pins import Pin, parse_pins
+from opskit.upgrade.pipcheck import Problem, parse_pip_check
+from opskit.upgrade.plan import Change, build_plan, pip_install_argv
+from opskit.upgrade.smoke import smoke_argv
+from opskit.upgrade.snapshot import _wheel_tags, wheel_from_installed
 
 # --- pins --------------------------------------------------------------------------------
 
@@ -100,7 +91,7 @@ def environment(**installed: str) -> Environment:
         platlib="/venv/lib/python3.11/site-packages",
         has_pip=True,
         installed={
-            name: Installed(name, version, f"/venv/lib/{name}-{version}.dist-info")
+            name: Distribution(name, version, f"/venv/lib/{name}-{version}.dist-info")
             for name, version in installed.items()
         },
     )
@@ -293,7 +284,7 @@ def test_dry_run_on_this_interpreter(cli, empty_dir):
 # --- the snapshot wheel, from an installed tree laid out by hand ------------------------------
 
 
-def installed_tree(root: Path) -> tuple[Environment, Installed]:
+def installed_tree(root: Path) -> tuple[Environment, Distribution]:
     """A venv-like tree holding 'demo 1.0' as pip would have installed it."""
     site = root / "lib" / "python3.11" / "site-packages"
     info = site / "demo-1.0.dist-info"
@@ -329,15 +320,13 @@ def installed_tree(root: Path) -> tuple[Environment, Installed]:
         has_pip=True,
         installed={},
     )
-    return env, Installed("demo", "1.0", str(info))
+    return env, Distribution("demo", "1.0", str(info))
 
 
 def test_snapshot_wheel_carries_what_pip_will_not_write_again(tmp_path):
     import base64
     import hashlib
     import zipfile
-
-    from opskit.upgrade.run import wheel_from_installed
 
     env, demo = installed_tree(tmp_path / "venv")
     wheel = wheel_from_installed(demo, env, tmp_path / "snap")
@@ -369,7 +358,6 @@ def test_snapshot_wheel_carries_what_pip_will_not_write_again(tmp_path):
 
 def test_snapshot_refuses_what_it_cannot_rebuild(tmp_path):
     from opskit.errors import OperationFailed
-    from opskit.upgrade.run import wheel_from_installed
 
     env, demo = installed_tree(tmp_path / "venv")
     record = Path(demo.dist_info) / "RECORD"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.upgrade.run import parse_pip_check, pip_check
+from opskit.upgrade.pipcheck import parse_pip_check, pip_check
 
 pytestmark = [pytest.mark.pip, pytest.mark.timeout(600)]
 
