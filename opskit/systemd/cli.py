@@ -93,7 +93,7 @@ def _install(
 ) -> None:
     from opskit.systemd import install as installer
 
-    installer.check_can_install()
+    installer.validate_can_install()
     done = installer.install_units(
         files,
         unit_dir or installer.SYSTEM_UNIT_DIR,
