@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def check_pip(ctx: Context) -> list[Finding]:
     """``pip check`` failures in the app's virtual environment."""
     from opskit.errors import OperationFailed
-    from opskit.upgrade.run import pip_check
+    from opskit.upgrade.pipcheck import pip_check
 
     python = ctx.spec.python
     if not Path(python).exists():
