@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 
 from opskit.reload.render import render_reload
 from opskit.systemd.units import render_units
-from tests.real_systemd.demo import demo_spec, set_version, url
+from tests.real_systemd.demo import PORT, demo_spec, set_version, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 
@@ -30,15 +32,54 @@ def _install(box, spec) -> str:
     return unit
 
 
-def _wait_for_workers(box, count: int, timeout: float = 30.0) -> None:
-    """Poll /pid until ``count`` different workers have answered (each has the app loaded)."""
-    seen: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < count:
-        assert time.monotonic() < deadline, f"only workers {seen} answered in {timeout}s"
-        answer = box.http_get(url("/pid"))
-        if answer.status == 200:
-            seen.add(answer.body.strip())
+#: Run inside the container: GET /pid on fresh connections from 4 threads until COUNT
+#: different processes have answered, or TIMEOUT; prints the PIDs seen as JSON. Several
+#: clients at once because one busy worker leaves the next connection to another, where
+#: one client in a loop can be answered by the same worker every time (uWSGI often is).
+_WARM = r"""
+import http.client, json, sys, threading, time
+
+port, count, timeout = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+seen, stop = set(), time.monotonic() + timeout
+
+
+def client():
+    while len(seen) < count and time.monotonic() < stop:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/pid", headers={"Connection": "close"})
+            response = conn.getresponse()
+            if response.status == 200:
+                seen.add(int(response.read()))
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.02)
+        finally:
+            conn.close()
+
+
+threads = [threading.Thread(target=client) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(sorted(seen)))
+"""
+
+
+def wait_for_workers(box, count: int, timeout: float = 30.0) -> set[int]:
+    """Wait until ``count`` different processes answer /pid; return their PIDs.
+
+    A process that answers has imported the app, and so read VERSION: until then a
+    worker is still booting and would read whatever VERSION says when it gets there.
+    systemctl start returns before gunicorn has forked a single worker (its master
+    sends READY=1 first), and gunicorn forks them one at a time with a random pause of
+    up to 0.1 s between them (Arbiter.spawn_workers): the first /version answer says
+    nothing about the others.
+    """
+    proc = box.python("-c", _WARM, str(PORT), str(count), str(timeout), timeout=timeout + 30)
+    seen = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert len(seen) >= count, f"only workers {sorted(seen)} answered in {timeout}s"
+    return seen
 
 
 def _reload(box, *args: str):
@@ -60,15 +101,22 @@ def test_new_code_serves_after_the_script(server, overrides, how, boot, demo_dir
     spec = demo_spec(server, name="demo", **overrides)
     box = boot(f"reload-{server}-{spec.workers}")
     unit = _install(box, spec)
+    # Every worker must serve version 1 before VERSION changes: one still booting would
+    # read 2 and serve it before any reload, and the script would start from "2 -> 2".
+    warm = wait_for_workers(box, spec.workers)
     main_before = box.main_pid(unit)
     set_version(demo_dir, "2")
     proc, seconds = _reload(box, "2")
     assert proc.returncode == 0, proc.stderr + box.journal(unit)
     assert f"reload: {how}" in proc.stderr
     assert "ok: version 1 -> 2" in proc.stderr
+    restarted = spec.socket
+    if not restarted:
+        # The workers the script replaced are the ones that had answered version 1.
+        old = re.search(r"workers ([\d ]*) -> ", proc.stderr)
+        assert old and {int(pid) for pid in old.group(1).split()} == warm, proc.stderr
     for _ in range(8):
         assert box.http_get(url("/version")).body.strip() == "2"
-    restarted = spec.socket
     assert (box.main_pid(unit) != main_before) == restarted
     assert box.show(unit, "ActiveState")["ActiveState"] == "active"
     measure(f"reload script, {server} ({how}): exit 0 after {seconds:.2f} s")
@@ -81,7 +129,7 @@ def test_broken_code_keeps_the_old_code_serving(boot, demo_dir: Path):
     main_before = box.main_pid(unit)
     # Both workers must have imported the app before the code breaks: a worker still
     # booting would import the broken file, and gunicorn halts when a worker cannot boot.
-    _wait_for_workers(box, spec.workers)
+    wait_for_workers(box, spec.workers)
     set_version(demo_dir, "2")
     with (demo_dir / "demoapp.py").open("a") as handle:
         handle.write(BROKEN)

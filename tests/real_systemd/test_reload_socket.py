@@ -10,6 +10,7 @@ import pytest
 
 from opskit.systemd.units import render_units
 from tests.real_systemd.demo import demo_spec, set_version, url
+from tests.real_systemd.test_reload_script import wait_for_workers
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 
@@ -27,6 +28,8 @@ def test_reload_loads_new_code_keeping_main_pid(server, boot, demo_dir, measure)
     box.install_units(files)
     box.systemctl("start", unit)
     box.wait_http(url("/version"), timeout=60, body="1")
+    # Every worker up before VERSION changes: a late one would serve 2 without a reload.
+    wait_for_workers(box, spec.workers)
     pid = box.main_pid(unit)
 
     set_version(demo_dir, "2")
