@@ -8,8 +8,6 @@ from pathlib import Path
 
 from opskit.doctor.environment import check_logging_setup, check_pip
 from opskit.doctor.findings import Finding, Report, Severity
-from opskit.doctor.findings import table as table
-from opskit.doctor.findings import to_json as to_json
 from opskit.doctor.processes import (
     Listener,
     check_shared_port,
@@ -17,14 +15,9 @@ from opskit.doctor.processes import (
     listeners,
     stale_processes,
 )
-from opskit.doctor.processes import stop_processes as stop_processes
 from opskit.doctor.project import check_del_methods, check_uwsgi_threads, newest_source
 from opskit.doctor.units import UnitFile, check_units, read_unit_files, unit_paths
 from opskit.spec import AppSpec
-
-# table, to_json and stop_processes live in findings and processes; doctor/cli.py still
-# reaches them through this module, and these three re-exports go once it imports them
-# from there.
 
 
 @dataclass(frozen=True)

@@ -33,26 +33,28 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON on stdout.")] = False,
 ) -> None:
     """Diagnose the classic failures of the service on this host and in this project."""
-    from opskit.doctor import checks as doc
+    from opskit.doctor.checks import diagnose
+    from opskit.doctor.findings import Severity, table, to_json
+    from opskit.doctor.processes import stop_processes
     from opskit.errors import CheckFailed
 
     loaded = spec.load()
-    report = doc.diagnose(loaded, project=project, units=units)
+    report = diagnose(loaded, project=project, units=units)
     if fix:
         stale = report.stale
         if stale:
             for proc in stale:
                 say(f"stopping   pid {proc.pid}: {proc.cmdline}")
-            for line in doc.stop_processes(stale, timeout=loaded.graceful_timeout + 10):
+            for line in stop_processes(stale, timeout=loaded.graceful_timeout + 10):
                 say(line)
             # Report the state after the fix, not the one that was just repaired.
-            report = doc.diagnose(loaded, project=project, units=units)
+            report = diagnose(loaded, project=project, units=units)
         else:
             say("nothing to fix: no stale process runs the app's command line")
     if as_json:
-        typer.echo(doc.to_json(report.findings))
+        typer.echo(to_json(report.findings))
     else:
-        typer.echo(doc.table(report.findings))
-    errors = [f for f in report.findings if f.severity == "error"]
+        typer.echo(table(report.findings))
+    errors = [f for f in report.findings if f.severity is Severity.ERROR]
     if errors:
         raise CheckFailed(f"doctor: {len(errors)} error finding(s)")
