@@ -339,6 +339,9 @@ def test_pip_check_conflict_is_rolled_back(cli, venv, wheels, workdir, tmp_path)
     assert venv.state() == before
     [line] = history(venv)
     assert line["result"] == "rolled-back" and line["step"] == "pip check"
+    # Restored and proven: the snapshot is gone, and the history names none.
+    assert line["snapshot"] is None
+    assert list((venv.path / "opskit" / "snapshots").iterdir()) == []
 
 
 def test_corrupt_wheel_is_rolled_back(cli, venv, wheels, workdir, tmp_path):
@@ -415,6 +418,10 @@ def test_no_rollback_leaves_the_environment(cli, venv, wheels, workdir, tmp_path
     assert result.code == 1
     assert_one_error_line(result.err, "left as it is (--no-rollback)", "to restore:")
     assert venv.versions()["alpha"] == "2.0"
+    # Not restored: the snapshot stays, named in the history, for the recovery below.
+    [line] = history(venv)
+    assert line["result"] == "not-rolled-back"
+    assert list(Path(str(line["snapshot"])).glob("alpha-1.0-*.whl"))
     # The printed recovery command is exact: run it and the old version is back.
     recovery = result.err.split("to restore: ", 1)[1].strip()
     for part in recovery.split(" && "):

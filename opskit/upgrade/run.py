@@ -10,6 +10,7 @@ live in the functions named for them (``snapshot_packages``, ``install_packages`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -187,86 +188,92 @@ def _upgrade(
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
     snap_dir = state / "snapshots" / stamp
     pins = plan.pins
-    lock_temp: Path | None = None
-    try:
-        if request.lock is not None:
-            guard.step = "pip-compile"
-            moving = " ".join(p.requirement for p in pins)
-            progress("lock", f"{request.lock.output}: pip-compile --upgrade-package {moving}")
-            lock_temp = prepare_lock(request.lock, pins, request.pip_args, runner=runner)
-        guard.step = "the snapshot"
-        if not guard.count:
-            snapshot = snapshot_packages(plan, env, snap_dir)
-    except KeyboardInterrupt:
-        guard.count += 1
-    except OperationFailed as exc:
-        _discard(lock_temp, snap_dir)
-        message = str(exc)
-        if "nothing changed" not in message:
-            message += " (nothing changed)"
-        outcome.result, outcome.reason = "failed", message
-        outcome.step = "lock" if guard.step == "pip-compile" else "snapshot"
-        raise UpgradeFailed(message, outcome) from None
-    except BaseException:
-        _discard(lock_temp, snap_dir)
-        raise
-    if guard.count:
-        _discard(lock_temp, snap_dir)
-        outcome.result, outcome.step = "interrupted", guard.step
-        outcome.reason = "interrupted before any change"
-        raise UpgradeInterrupted("interrupted; nothing changed", outcome)
-    outcome.snapshot = snapshot.directory
-    outcome.recovery = restore_argvs(request.python, snapshot)
-    for saved in snapshot.saved:
-        what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
-        progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
+    with contextlib.ExitStack() as cleanup:
+        # Every way out, a return, a failure or an exception opskit did not foresee,
+        # leaves the snapshot only while the outcome names it (the environment changed
+        # and was not proven restored: it is the way back), and never a compiled lock
+        # left beside requirements.txt (commit_lock renames it away on success).
+        cleanup.callback(_drop_unnamed_snapshot, snap_dir, outcome)
+        lock_temp: Path | None = None
+        try:
+            if request.lock is not None:
+                guard.step = "pip-compile"
+                moving = " ".join(p.requirement for p in pins)
+                progress("lock", f"{request.lock.output}: pip-compile --upgrade-package {moving}")
+                lock_temp = prepare_lock(request.lock, pins, request.pip_args, runner=runner)
+                cleanup.callback(lock_temp.unlink, missing_ok=True)
+            guard.step = "the snapshot"
+            if not guard.count:
+                snapshot = snapshot_packages(plan, env, snap_dir)
+        except KeyboardInterrupt:
+            guard.count += 1
+        except OperationFailed as exc:
+            message = str(exc)
+            if "nothing changed" not in message:
+                message += " (nothing changed)"
+            outcome.result, outcome.reason = "failed", message
+            outcome.step = "lock" if guard.step == "pip-compile" else "snapshot"
+            raise UpgradeFailed(message, outcome) from None
+        if guard.count:
+            outcome.result, outcome.step = "interrupted", guard.step
+            outcome.reason = "interrupted before any change"
+            raise UpgradeInterrupted("interrupted; nothing changed", outcome)
+        outcome.snapshot = snapshot.directory
+        outcome.recovery = restore_argvs(request.python, snapshot)
+        for saved in snapshot.saved:
+            what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
+            progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
 
-    step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
-    if failure is None:
-        lock_error = None
-        if lock_temp is not None and request.lock is not None:
-            try:
-                commit_lock(lock_temp, request.lock)
-                outcome.lock = str(request.lock.output_path)
-                moved = ", ".join(p.requirement for p in pins)
-                progress("lock", f"{request.lock.output}: {moved}")
-            except OSError as exc:
-                lock_temp.unlink(missing_ok=True)
-                lock_error = f"{request.lock.output}: cannot replace it: {exc.strerror}"
-        outcome.result = "ok"
-        _record(history, outcome, progress)
-        prune_snapshots(snap_dir.parent)
-        progress("done", ", ".join(f"{p.name} {p.version}" for p in pins))
-        if lock_error is not None:
-            raise UpgradeFailed(f"upgraded and verified, but {lock_error}", outcome)
-        return outcome
+        step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
+        if failure is None:
+            lock_error = None
+            if lock_temp is not None and request.lock is not None:
+                try:
+                    commit_lock(lock_temp, request.lock)
+                    outcome.lock = str(request.lock.output_path)
+                    moved = ", ".join(p.requirement for p in pins)
+                    progress("lock", f"{request.lock.output}: {moved}")
+                except OSError as exc:
+                    lock_error = f"{request.lock.output}: cannot replace it: {exc.strerror}"
+            outcome.result = "ok"
+            _record(history, outcome, progress)
+            prune_snapshots(snap_dir.parent)
+            progress("done", ", ".join(f"{p.name} {p.version}" for p in pins))
+            if lock_error is not None:
+                raise UpgradeFailed(f"upgraded and verified, but {lock_error}", outcome)
+            return outcome
 
-    _discard(lock_temp, None)
-    outcome.step, outcome.reason = step, failure
-    progress("failed", failure)
-    recovery = " && ".join(shown(a) for a in outcome.recovery)
-    fail = UpgradeInterrupted if interrupted else UpgradeFailed
-    if not request.rollback:
-        outcome.result = "not-rolled-back"
+        outcome.step, outcome.reason = step, failure
+        progress("failed", failure)
+        recovery = " && ".join(shown(a) for a in outcome.recovery)
+        fail = UpgradeInterrupted if interrupted else UpgradeFailed
+        if not request.rollback:
+            outcome.result = "not-rolled-back"
+            _record(history, outcome, progress)
+            raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
+        guard.restoring = True
+        restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+        if restore_error is not None:
+            outcome.result = "restore-failed"
+            outcome.reason = f"{failure}; restore: {restore_error}"
+            _record(history, outcome, progress)
+            raise fail(
+                f"{failure}; the restore failed too ({restore_error}); "
+                f"to restore by hand: {recovery}",
+                outcome,
+            )
+        outcome.result = "interrupted" if interrupted else "rolled-back"
+        # Restored and proven: the snapshot has done its job, and goes on the way out.
+        outcome.snapshot = None
         _record(history, outcome, progress)
-        raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
-    guard.restoring = True
-    restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
-    if restore_error is not None:
-        outcome.result = "restore-failed"
-        outcome.reason = f"{failure}; restore: {restore_error}"
-        _record(history, outcome, progress)
-        raise fail(
-            f"{failure}; the restore failed too ({restore_error}); to restore by hand: {recovery}",
-            outcome,
-        )
-    outcome.result = "interrupted" if interrupted else "rolled-back"
-    # Restored and proven: the snapshot has done its job.
-    shutil.rmtree(snap_dir, ignore_errors=True)
-    outcome.snapshot = None
-    _record(history, outcome, progress)
-    back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
-    raise fail(f"{failure}; the environment is back as it was ({back})", outcome)
+        back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
+        raise fail(f"{failure}; the environment is back as it was ({back})", outcome)
+
+
+def _drop_unnamed_snapshot(snap_dir: Path, outcome: Outcome) -> None:
+    """Remove the snapshot unless the outcome names it as the way back."""
+    if outcome.snapshot is None:
+        shutil.rmtree(snap_dir, ignore_errors=True)
 
 
 def _apply(
@@ -334,13 +341,6 @@ def _record(history: Path, outcome: Outcome, progress: Progress) -> None:
         progress("history", f"not written: {history}: {exc.strerror}")
         return
     outcome.history = str(history)
-
-
-def _discard(lock_temp: Path | None, snap_dir: Path | None) -> None:
-    if lock_temp is not None:
-        lock_temp.unlink(missing_ok=True)
-    if snap_dir is not None:
-        shutil.rmtree(snap_dir, ignore_errors=True)
 
 
 def _restore(
