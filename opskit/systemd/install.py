@@ -165,7 +165,6 @@ def install_units(
     return InstallResult(planned, steps, stale)
 
 
-# Only until opskit/systemd/cli.py calls validate_can_install() and passes a
-# SubprocessRunner itself: the two names it still uses. Delete them then.
-check_can_install = validate_can_install
+# Only until opskit/systemd/cli.py passes a SubprocessRunner itself, the name it still
+# uses; delete it (and the SubprocessRunner import) then.
 run_systemctl: Runner = SubprocessRunner()

@@ -27,8 +27,7 @@ from opskit.upgrade.environment import Environment, installed_versions, read_env
 from opskit.upgrade.history import append_history, default_state_dir, prune_snapshots
 from opskit.upgrade.lock import LockFiles, commit_lock, lock_argv, prepare_lock
 from opskit.upgrade.pins import Pin
-from opskit.upgrade.pipcheck import Problem
-from opskit.upgrade.pipcheck import pip_check as pip_check  # re-exported: see the end
+from opskit.upgrade.pipcheck import Problem, pip_check
 from opskit.upgrade.plan import Plan, build_plan, install_packages, pip_check_argv, pip_install_argv
 from opskit.upgrade.smoke import run_smoke, validate_smoke
 from opskit.upgrade.snapshot import Snapshot, restore_argvs, restore_snapshot, snapshot_packages
@@ -377,9 +376,9 @@ def _restore(
     return None
 
 
-# Reached through this module by opskit/upgrade/cli.py and opskit/doctor today, with Runner,
-# shown and pip_check above (imported "as" themselves), only until they import each from
-# its own module; delete this block and those "as" then.
+# Reached through this module by opskit/upgrade/cli.py today, with Runner and shown above
+# (imported "as" themselves), only until it imports each from its own module; delete this
+# block and those "as" then.
 from opskit.proc import SubprocessRunner as SubprocessRunner  # noqa: E402
 from opskit.upgrade.lock import find_lock as find_lock  # noqa: E402
 from opskit.upgrade.pins import parse_pins as parse_pins  # noqa: E402
