@@ -91,6 +91,7 @@ def _validate_install_flags(
 def _install(
     files: list[RenderedFile], unit_dir: Path | None, *, force: bool, enable: bool, restart: bool
 ) -> None:
+    from opskit.proc import SubprocessRunner
     from opskit.systemd import install as installer
 
     installer.validate_can_install()
@@ -100,7 +101,7 @@ def _install(
         force=force,
         enable=enable,
         restart=restart,
-        runner=installer.run_systemctl,
+        runner=SubprocessRunner(notify=lambda message: say(f"interrupt  {message}")),
     )
     for item in done.files:
         say(f"{item.action.value:<10} {item.path}")

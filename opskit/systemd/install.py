@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opskit import write as writer
 from opskit.errors import OperationFailed, UsageError
-from opskit.proc import Completed, Runner, SubprocessRunner
+from opskit.proc import Completed, Runner
 from opskit.render import RenderedFile
 from opskit.systemd.unitfile import parse_timespan, parse_unit
 
@@ -163,8 +163,3 @@ def install_units(
         steps.append(f"restart {' '.join(stale)}")
         stale = []
     return InstallResult(planned, steps, stale)
-
-
-# Only until opskit/systemd/cli.py passes a SubprocessRunner itself, the name it still
-# uses; delete it (and the SubprocessRunner import) then.
-run_systemctl: Runner = SubprocessRunner()

@@ -10,8 +10,9 @@ import typer
 from opskit.options import SpecArgs, app, say, spec_command
 
 if TYPE_CHECKING:
+    from opskit.proc import Runner
     from opskit.spec import AppSpec
-    from opskit.upgrade import run as core
+    from opskit.upgrade.run import UpgradeRequest
 
 
 def _project(spec: SpecArgs) -> tuple[AppSpec | None, Path]:
@@ -142,21 +143,25 @@ def upgrade(
     """
     import json
 
-    from opskit.upgrade import run as core
+    from opskit.proc import SubprocessRunner
+    from opskit.upgrade.lock import find_lock
+    from opskit.upgrade.pins import parse_pins
+    from opskit.upgrade.run import UpgradeFailed, UpgradeRequest, no_progress, run_upgrade
+    from opskit.upgrade.smoke import smoke_argv
 
-    pins = core.parse_pins(requirements)
+    pins = parse_pins(requirements)
     loaded, project = _project(spec)
     command = smoke if smoke is not None else (loaded.smoke if loaded is not None else None)
     index_args: list[str] = ["--no-index"] if no_index else []
     for link in find_links or []:
         index_args += ["--find-links", str(Path(link).resolve())]
-    request = core.UpgradeRequest(
+    request = UpgradeRequest(
         pins=pins,
         python=_python(python, spec, loaded),
-        smoke=tuple(core.smoke_argv(command)) if command else None,
+        smoke=tuple(smoke_argv(command)) if command else None,
         smoke_cwd=str(project),
         rollback=not no_rollback,
-        lock=None if no_lock else core.find_lock(project),
+        lock=None if no_lock else find_lock(project),
         history=history,
         pip_args=tuple(index_args),
     )
@@ -165,7 +170,7 @@ def upgrade(
         # Even with --json: a Ctrl-C deserves an answer on the terminal.
         say(f"{'interrupt':<10} {message}")
 
-    runner = core.SubprocessRunner(notify=notify)
+    runner = SubprocessRunner(notify=notify)
 
     if dry_run:
         _dry_run(request, runner, json_out=json_out)
@@ -175,13 +180,13 @@ def upgrade(
         say(f"{step:<10} {message}")
 
     try:
-        outcome = core.run_upgrade(
+        outcome = run_upgrade(
             request,
             runner=runner,
-            progress=core.no_progress if json_out else progress,
+            progress=no_progress if json_out else progress,
             notify=notify,
         )
-    except core.UpgradeFailed as exc:
+    except UpgradeFailed as exc:
         if json_out:
             typer.echo(json.dumps(exc.outcome.as_dict(), indent=2))
         raise
@@ -189,23 +194,24 @@ def upgrade(
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
 
 
-def _dry_run(request: core.UpgradeRequest, runner: core.Runner, *, json_out: bool) -> None:
+def _dry_run(request: UpgradeRequest, runner: Runner, *, json_out: bool) -> None:
     """Print the plan and the exact commands on stdout; change nothing."""
     import json
 
-    from opskit.upgrade import run as core
+    from opskit.proc import shown
+    from opskit.upgrade.run import Outcome, dry_run_commands, plan_upgrade
 
-    _, plan = core.plan_upgrade(request, runner=runner)
-    outcome = core.Outcome("dry-run", request.python, plan)
+    _, plan = plan_upgrade(request, runner=runner)
+    outcome = Outcome("dry-run", request.python, plan)
     if plan.changed:
-        outcome.commands = core.dry_run_commands(request, plan)
+        outcome.commands = dry_run_commands(request, plan)
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
     else:
         for change in plan.changes:
             typer.echo(f"plan       {change.describe()}")
         for argv in outcome.commands:
-            typer.echo(f"would run  {core.shown(argv)}")
+            typer.echo(f"would run  {shown(argv)}")
     # pip-tools' convention: a dry run that finds work exits 1, so CI can gate on it.
     if plan.changed:
         raise typer.Exit(1)

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.errors import ExitCode, OperationFailed, UsageError
-from opskit.proc import InterruptGuard
-from opskit.proc import Runner as Runner  # re-exported: see the end of the module
-from opskit.proc import shown as shown  # re-exported: see the end of the module
+from opskit.proc import InterruptGuard, Runner, shown
 from opskit.upgrade.environment import Environment, installed_versions, read_environment
 from opskit.upgrade.history import append_history, default_state_dir, prune_snapshots
 from opskit.upgrade.lock import LockFiles, commit_lock, lock_argv, prepare_lock
@@ -374,12 +372,3 @@ def _restore(
     else:
         progress("check", "pip check: no broken requirements")
     return None
-
-
-# Reached through this module by opskit/upgrade/cli.py today, with Runner and shown above
-# (imported "as" themselves), only until it imports each from its own module; delete this
-# block and those "as" then.
-from opskit.proc import SubprocessRunner as SubprocessRunner  # noqa: E402
-from opskit.upgrade.lock import find_lock as find_lock  # noqa: E402
-from opskit.upgrade.pins import parse_pins as parse_pins  # noqa: E402
-from opskit.upgrade.smoke import smoke_argv as smoke_argv  # noqa: E402
