@@ -21,8 +21,8 @@ CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".py", ".ini", ".conf", ".cfg")
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One problem: a stable code for machines, the logger it concerns, a sentence for people."""
+class LogProblem:
+    """One logging problem: a stable code, the logger it concerns, a sentence for people."""
 
     code: str
     message: str
@@ -79,7 +79,7 @@ class LogReport:
     target: str
     rows: tuple[LoggerRow, ...]
     handlers: tuple[HandlerInfo, ...]
-    findings: tuple[Finding, ...]
+    findings: tuple[LogProblem, ...]
 
     @property
     def ok(self) -> bool:
@@ -180,9 +180,9 @@ def run_probe(
 
 def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> LogReport:
     """Turn the probe's report and the captured streams into rows and findings."""
-    findings: list[Finding] = []
+    findings: list[LogProblem] = []
     if report.get("error"):
-        findings.append(Finding("load-failed", f"loading {target} failed: {report['error']}"))
+        findings.append(LogProblem("load-failed", f"loading {target} failed: {report['error']}"))
     handlers = tuple(
         HandlerInfo(name, info["class"], info["level"], info["stream"])
         for name, info in report["handlers"].items()
@@ -205,7 +205,7 @@ def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> Lo
     if unhandled:
         # One finding, not one per logger: the cause is nearly always a root without handlers.
         findings.append(
-            Finding(
+            LogProblem(
                 "no-handler",
                 f"no handler reached from {', '.join(unhandled)}: only logging.lastResort "
                 "prints their WARNING and above, unformatted",
@@ -217,7 +217,7 @@ def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> Lo
     for handler in handlers:
         if handler.level == "NOTSET":
             findings.append(
-                Finding(
+                LogProblem(
                     "handler-no-level",
                     f"handler {handler.name} ({handler.cls}) has no explicit level",
                 )
@@ -227,12 +227,12 @@ def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> Lo
 
 def _row_findings(
     entry: dict[str, Any], cells: dict[str, Cell], handlers: dict[str, HandlerInfo]
-) -> list[Finding]:
+) -> list[LogProblem]:
     name = entry["name"]
-    out: list[Finding] = []
+    out: list[LogProblem] = []
     if entry["disabled"]:
         out.append(
-            Finding(
+            LogProblem(
                 "disabled",
                 f"logger {name} is disabled: it existed before a config with "
                 "disable_existing_loggers (true unless set) ran, so it logs nothing",
@@ -244,7 +244,7 @@ def _row_findings(
     if stdout_levels:
         via = sorted({h for h in entry["handlers"] if handlers[h].stream == "stdout"})
         out.append(
-            Finding(
+            LogProblem(
                 "stdout",
                 f"logger {name}: {', '.join(stdout_levels)} records reach stdout"
                 + (f" (handler {', '.join(via)})" if via else ""),
@@ -254,7 +254,7 @@ def _row_findings(
     dup_levels = [lvl for lvl, c in cells.items() if c.stderr + c.stdout > 1]
     if dup_levels:
         out.append(
-            Finding(
+            LogProblem(
                 "duplicate",
                 f"logger {name}: each {', '.join(dup_levels)} record is written "
                 f"{max(cells[lvl].stderr + cells[lvl].stdout for lvl in dup_levels)} times "
@@ -265,7 +265,7 @@ def _row_findings(
     lost = [lvl for lvl, c in cells.items() if c.expected and not (c.stderr or c.stdout)]
     if lost and entry["handlers"]:
         out.append(
-            Finding(
+            LogProblem(
                 "lost",
                 f"logger {name}: {', '.join(lost)} records pass its level but reach "
                 "neither stderr nor stdout",
@@ -275,11 +275,11 @@ def _row_findings(
     return out
 
 
-def _root_findings(report: dict[str, Any]) -> list[Finding]:
+def _root_findings(report: dict[str, Any]) -> list[LogProblem]:
     for entry in report["loggers"]:
         if entry["name"] == "root" and _LEVEL_NO.get(entry["level"], 0) > _LEVEL_NO["INFO"]:
             return [
-                Finding(
+                LogProblem(
                     "root-level",
                     f"root logger at {entry['level']}: INFO records of every logger "
                     "without its own level are dropped; give root an explicit level",
@@ -289,8 +289,8 @@ def _root_findings(report: dict[str, Any]) -> list[Finding]:
     return []
 
 
-def _event_findings(events: list[dict[str, Any]]) -> list[Finding]:
-    out: list[Finding] = []
+def _event_findings(events: list[dict[str, Any]]) -> list[LogProblem]:
+    out: list[LogProblem] = []
     configured = False
     failed: dict[tuple[str, str], str] = {}
     for event in events:
@@ -307,14 +307,14 @@ def _event_findings(events: list[dict[str, Any]]) -> list[Finding]:
             else:
                 effect = "did nothing, since root already had a handler"
             out.append(
-                Finding(
+                LogProblem(
                     "basicconfig-after-config",
                     f"logging.basicConfig() was called after the configuration and {effect}",
                 )
             )
     for (handler, logger), error in failed.items():
         out.append(
-            Finding(
+            LogProblem(
                 "handler-error",
                 f"handler {handler} failed on a record of {logger} and dropped it: {error}",
                 logger,
