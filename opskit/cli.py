@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 from opskit import __version__
+from opskit.commands import app
 from opskit.errors import ExitCode, OpskitError
-from opskit.options import app
 
 #: Command name -> the module that registers it.
 COMMANDS = {

@@ -1,57 +1,27 @@
-"""Every spec option, declared once, and the typer parameters each command gets from it.
+"""Every spec option, declared once; what a command receives; loading the spec; output.
 
 The table ``SPEC_OPTIONS`` is the one place a flag that sets a spec key is written: its
 flags, spec key, type, help text and which commands show it. The options that describe
 the app and how it runs are flags on every command that reads the spec; the others are
-flags of their own commands and reachable everywhere through ``--set``. ``spec_command``
-adds them (with ``--config``, ``--set`` and, for commands that write files, the output
-options) to a command's signature, so typer sees ordinary parameters, and hands the
-command a ``SpecArgs`` (and an ``Output``) instead of a dozen loose values.
+flags of their own commands and reachable everywhere through ``--set``. opskit.commands
+turns the table into each command's typer parameters and hands the command a
+``SpecArgs`` (and an ``Output``) instead of a dozen loose values.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import typer.core
 
 from opskit.errors import UsageError
 
 if TYPE_CHECKING:
-    from typer._click.core import Context
-    from typer._click.formatting import HelpFormatter
-
     from opskit.render import RenderedFile
     from opskit.spec import AppSpec
-
-
-def command_group(name: str, help: str) -> typer.Typer:
-    """A typer app as opskit's commands need it: help without rich, no pretty tracebacks."""
-    return typer.Typer(
-        name=name,
-        help=help,
-        no_args_is_help=True,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=None,
-    )
-
-
-app = command_group("opskit", "Production-hardened deployment artifacts for Python web services.")
-
-#: The --help sections, in the order they are shown.
-APP_PANEL = "App options (every command that reads the spec)"
-COMMAND_PANEL = "Options"
-SPEC_PANEL = "Spec options of this command (elsewhere: --set KEY=VALUE)"
-CONFIG_PANEL = "Configuration"
-OUTPUT_PANEL = "Output"
-PANELS = (APP_PANEL, SPEC_PANEL, COMMAND_PANEL, CONFIG_PANEL, OUTPUT_PANEL)
 
 
 @dataclass(frozen=True)
@@ -79,19 +49,6 @@ class SpecOption:
     def everywhere(self) -> bool:
         """Whether every command that reads the spec shows this flag."""
         return not self.commands
-
-    def annotation(self) -> Any:
-        """The typer annotation of the parameter."""
-        kind: Any = {str: str, int: int, bool: bool, list: list[str]}[self.kind]
-        decls = [f"{self.flags[0]}/--no-{self.flags[0][2:]}", *self.flags[1:]]
-        option = typer.Option(
-            *(decls if self.toggle else self.flags),
-            help=self.help,
-            metavar=self.metavar,
-            show_default=False,
-            rich_help_panel=APP_PANEL if self.everywhere else SPEC_PANEL,
-        )
-        return Annotated[kind | None, option]
 
     def argv(self, value: Any) -> list[str]:
         """The flags that give ``value`` again (for ops.mk, which re-runs opskit)."""
@@ -251,176 +208,6 @@ class Output:
         if announce and self.directory is None and self.writes:
             say(f"writing to {self.target}/ (the default; -o DIR or -o - to change)")
         emit(files, self.target, force=self.force, check=self.check, diff=self.diff)
-
-
-# --- the generated parameters ----------------------------------------------------------------
-
-_Name = Annotated[
-    str | None, typer.Argument(help="Service name (unit name); default: name in the config.")
-]
-_NameOption = Annotated[
-    str | None,
-    typer.Option(
-        "--name",
-        help="Service name in the config.",
-        show_default=False,
-        rich_help_panel=CONFIG_PANEL,
-    ),
-]
-_Config = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="opskit.toml or pyproject.toml to read.",
-        dir_okay=False,
-        rich_help_panel=CONFIG_PANEL,
-    ),
-]
-_Set = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        help="Any spec key, KEY=VALUE with a TOML value (e.g. --set hardening.allow-wx=true).",
-        rich_help_panel=CONFIG_PANEL,
-    ),
-]
-_OutputDir = Annotated[
-    str | None,
-    typer.Option(
-        "--output",
-        "-o",
-        help="Directory to write into, or '-' for stdout.",
-        rich_help_panel=OUTPUT_PANEL,
-    ),
-]
-_Force = Annotated[
-    bool, typer.Option("--force", help="Overwrite files that differ.", rich_help_panel=OUTPUT_PANEL)
-]
-_Check = Annotated[
-    bool,
-    typer.Option(
-        "--check",
-        help="Exit 1 if the files on disk differ; write nothing.",
-        rich_help_panel=OUTPUT_PANEL,
-    ),
-]
-_Diff = Annotated[
-    bool,
-    typer.Option(
-        "--diff",
-        help="Show how the files on disk differ; write nothing.",
-        rich_help_panel=OUTPUT_PANEL,
-    ),
-]
-_OUTPUT_PARAMS = {
-    "output_dir": (_OutputDir, None),
-    "force": (_Force, False),
-    "check": (_Check, False),
-    "diff": (_Diff, False),
-}
-_KW = inspect.Parameter.KEYWORD_ONLY
-_POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
-
-
-class GroupedCommand(typer.core.TyperCommand):
-    """A command whose --help lists its options in sections (typer's panels, without rich)."""
-
-    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
-        """Write the options section by section, in the order of ``PANELS``."""
-        sections: dict[str, list[tuple[str, str]]] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            if param.param_type_name == "argument":
-                panel = "Arguments"
-            else:
-                panel = getattr(param, "rich_help_panel", None) or COMMAND_PANEL
-            sections.setdefault(panel, []).append(record)
-        order = ["Arguments", *PANELS, *(p for p in sections if p not in PANELS)]
-        for panel in dict.fromkeys(order):
-            if sections.get(panel):
-                with formatter.section(panel):
-                    formatter.write_dl(sections[panel])
-
-
-def spec_command(
-    target: typer.Typer,
-    command: str,
-    *,
-    output: str | None = None,
-    name: str = "argument",
-    help: str | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a command that reads the spec, with the spec options it shows as flags.
-
-    The decorated function takes its own parameters plus ``spec: SpecArgs`` (and, with
-    ``output`` set to its default directory, ``out: Output``). ``name`` is "argument" (a
-    positional NAME) or "option" (``--name``, for commands whose argument is something else).
-    """
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        options = options_for(command)
-        hints = typing.get_type_hints(func, include_extras=True)
-        own = [
-            p.replace(annotation=hints[p.name])
-            for p in inspect.signature(func).parameters.values()
-            if p.name not in ("spec", "out")
-        ]
-        if name == "argument":
-            head = [inspect.Parameter("name", _POS, default=None, annotation=_Name)]
-        else:
-            head = [inspect.Parameter("name", _KW, default=None, annotation=_NameOption)]
-        positional = [p for p in own if p.kind is not _KW]
-        keyword = [p for p in own if p.kind is _KW]
-        if positional and name == "argument":
-            raise TypeError(f"{command}: a positional NAME and other arguments")
-        generated = [
-            inspect.Parameter(o.param, _KW, default=None, annotation=o.annotation())
-            for o in options
-        ]
-        tail = [
-            inspect.Parameter("config", _KW, default=None, annotation=_Config),
-            inspect.Parameter("sets", _KW, default=None, annotation=_Set),
-        ]
-        if output is not None:
-            tail += [
-                inspect.Parameter(key, _KW, default=default, annotation=annotation)
-                for key, (annotation, default) in _OUTPUT_PARAMS.items()
-            ]
-        params = [*positional, *head, *generated, *keyword, *tail]
-
-        @functools.wraps(func)
-        def wrapper(**values: Any) -> Any:
-            given = tuple(
-                (o, values.pop(o.param)) for o in options if values.get(o.param) is not None
-            )
-            for o in options:
-                values.pop(o.param, None)
-            spec = SpecArgs(
-                command,
-                values.pop("name"),
-                values.pop("config"),
-                tuple(values.pop("sets") or ()),
-                given,
-            )
-            if output is not None:
-                values["out"] = Output(
-                    values.pop("output_dir"),
-                    values.pop("force"),
-                    values.pop("check"),
-                    values.pop("diff"),
-                    output,
-                )
-            return func(spec=spec, **values)
-
-        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in params}
-        target.command(command.rpartition(" ")[2], cls=GroupedCommand, help=help)(wrapper)
-        return func
-
-    return decorate
 
 
 # --- loading the spec --------------------------------------------------------------------

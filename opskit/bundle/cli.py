@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from opskit.options import Output, SpecArgs, app, say, spec_command
+from opskit.commands import app, spec_command
+from opskit.options import Output, SpecArgs, say
 
 if TYPE_CHECKING:
     from opskit.bundle.artifacts import Origin

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from opskit.options import SpecArgs, app, say, spec_command
+from opskit.commands import app, spec_command
+from opskit.options import SpecArgs, say
 
 
 @spec_command(app, "doctor")

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from opskit.options import app, say
+from opskit.commands import app
+from opskit.options import say
 
 
 @app.command()

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from opskit.commands import app, command_group, spec_command
 from opskit.errors import CheckFailed, UsageError
-from opskit.options import Output, SpecArgs, app, command_group, spec_command
+from opskit.options import Output, SpecArgs
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from opskit.options import Output, SpecArgs, app, say, spec_command
+from opskit.commands import app, spec_command
+from opskit.options import Output, SpecArgs, say
 
 
 @spec_command(app, "reload-script", output="deploy/reload")

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from opskit.options import Output, SpecArgs, app, say, spec_command
+from opskit.commands import app, spec_command
+from opskit.options import Output, SpecArgs, say
 
 if TYPE_CHECKING:
     from opskit.render import RenderedFile
