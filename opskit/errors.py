@@ -17,12 +17,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
-# The former names, until every caller uses ExitCode.
-EXIT_OK = ExitCode.OK
-EXIT_FAILED = ExitCode.FAILED
-EXIT_USAGE = ExitCode.USAGE
-
-
 class OpskitError(Exception):
     """Base of every error opskit reports to a user; raised by the core, caught by the CLI."""
 

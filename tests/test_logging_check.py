@@ -295,7 +295,7 @@ def test_findings_are_data_for_other_commands(tmp_path: Path) -> None:
     report = check_logging(Target.parse(str(path)), python=sys.executable, loggers=["demoapp"])
     assert not report.ok
     assert [f.code for f in report.findings] == ["root-level"]
-    assert report.to_dict()["findings"][0]["logger"] == "root"
+    assert report.as_dict()["findings"][0]["logger"] == "root"
 
 
 def test_django_snippet_passes(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

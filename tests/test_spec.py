@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from opskit.errors import EXIT_USAGE, SpecError, UsageError
+from opskit.errors import ExitCode, SpecError, UsageError
 from opskit.spec import SPEC_KEYS, AppSpec, Hardening, build_spec, validate_unit_name
 
 
@@ -233,7 +233,7 @@ def test_invalid_unit_names(name: Any) -> None:
 
 def test_spec_error_is_a_usage_error_with_exit_2() -> None:
     assert issubclass(SpecError, UsageError)
-    assert SpecError("x").exit_code == EXIT_USAGE
+    assert SpecError("x").exit_code == ExitCode.USAGE
 
 
 def test_every_field_is_a_config_key() -> None:

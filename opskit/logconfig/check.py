@@ -12,8 +12,8 @@ from typing import Any
 from opskit.errors import OperationFailed, UsageError
 from opskit.logconfig.build import ACCESS_LOGGERS, ERROR_LOGGERS
 from opskit.proc import SubprocessRunner
+from opskit.spec import LEVELS
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LEVEL_NO = {name: 10 * (i + 1) for i, name in enumerate(LEVELS)}
 #: At most this many loggers are probed (the named ones first).
 LOGGER_LIMIT = 60
@@ -86,7 +86,7 @@ class LogReport:
         """Whether nothing is off."""
         return not self.findings
 
-    def to_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` and for other commands (doctor)."""
         data = asdict(self)
         data["ok"] = self.ok
@@ -154,6 +154,7 @@ def run_probe(
             "path": list(path),
             "report": str(report_path),
             "limit": LOGGER_LIMIT,
+            "levels": list(LEVELS),
         }
         # Unshielded: the probe only reads, so a Ctrl-C stops it (and whatever the app
         # started) at once.

@@ -141,7 +141,7 @@ def check(
         parsed, python=python, loggers=relevant_loggers(package, extra), path=path
     )
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
         typer.echo(format_table(report), nl=False)
     if not report.ok:

@@ -14,9 +14,9 @@ import os
 import sys
 import traceback
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
 params = json.loads(sys.argv[1])
+# opskit.spec.LEVELS, passed in: this script cannot import opskit.
+LEVELS = tuple(params["levels"])
 for entry in reversed(params["path"]):
     if entry not in sys.path:
         sys.path.insert(0, entry)
