@@ -33,14 +33,33 @@ def _snake(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def find_config(start: Path) -> Path | None:
-    """Return opskit.toml, or a pyproject.toml with a [tool.opskit] table, in ``start``."""
+    """Return opskit.toml, or a pyproject.toml with a [tool.opskit] table, in ``start``.
+
+    A pyproject.toml whose [tool] table has a name close to "opskit" ([tool.opskt]) is
+    a typo, not a missing config: say so rather than carry on with no settings at all.
+    """
     for name in CONFIG_NAMES:
         path = start / name
         if path.is_file():
-            if name == "pyproject.toml" and "opskit" not in _read_toml(path).get("tool", {}):
+            tools = _read_toml(path).get("tool", {})
+            if name == "pyproject.toml" and "opskit" not in tools:
+                _refuse_a_misspelt_table(path, tools)
                 continue
             return path
     return None
+
+
+def _refuse_a_misspelt_table(path: Path, tools: object) -> None:
+    import difflib
+
+    if not isinstance(tools, Mapping):
+        return
+    close = difflib.get_close_matches("opskit", [str(k) for k in tools], n=1, cutoff=0.7)
+    if close:
+        raise UsageError(
+            f"{path.name}: has [tool.{close[0]}] but no [tool.opskit]: a typo? "
+            "(rename the table, or give the settings as flags)"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -115,7 +134,11 @@ def load_spec(
     except SpecError as exc:
         # Name the file only when the bad value came from it, not from a flag.
         where = f"{source.name}: " if source is not None and not _overridden(exc, overrides) else ""
-        raise SpecError(f"{where}{exc}") from None
+        found = ""
+        if source is None and str(exc).startswith(("name: missing", "app: required")):
+            # The usual cause: the command ran outside the project, or before opskit init.
+            found = f"; no opskit.toml or [tool.opskit] in {directory or Path.cwd()}"
+        raise SpecError(f"{where}{exc}{found}") from None
 
 
 def _overridden(exc: SpecError, overrides: Mapping[str, Any]) -> bool:

@@ -185,3 +185,22 @@ def test_a_non_table_hardening_in_the_file_is_not_ignored(tmp_path: Path) -> Non
     (tmp_path / "opskit.toml").write_text('name = "x"\napp = "x:app"\nhardening = "strict"\n')
     with pytest.raises(SpecError, match="hardening: expected a table"):
         load_spec({"hardening": {"profile": None}}, directory=tmp_path)
+
+
+def test_a_misspelt_tool_table_is_named_not_ignored(cli, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\n\n[tool.opskt]\nname = "shop"\napp = "shop:app"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("systemd", "-o", "-")
+    assert result.code == 2
+    assert result.err.strip() == (
+        "opskit: error: pyproject.toml: has [tool.opskt] but no [tool.opskit]: a typo? "
+        "(rename the table, or give the settings as flags)"
+    )
+    # Another tool's table is not taken for a typo.
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "shop"\n\n[tool.ruff]\n')
+    other = cli("systemd", "-o", "-")
+    assert other.code == 2
+    assert "no opskit.toml or [tool.opskit] in" in other.err
+    assert "typo" not in other.err
