@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fill build/wheelhouse with what the real-systemd tests install offline inside their
 # containers: the three servers (uWSGI as an sdist, compiled there against Debian's
-# python3), opskit's own dependencies, and the build backends. Needs the package registry
-# when it downloads; never called from a test. `make test` runs it as a prerequisite
-# (target build/wheelhouse/.filled-for): it downloads only when opskit's dependencies or
-# this script changed since the last fill, and otherwise just marks the stamp current.
+# python3), opskit's own dependencies, the build backends, and the real-app corpus
+# (tests/real_systemd/corpus.txt: httpbin, Django, FastAPI, psycopg ...). Needs the
+# package registry when it downloads; never called from a test. `make test` runs it as a
+# prerequisite (target build/wheelhouse/.filled-for): it downloads only when opskit's
+# dependencies, this script or corpus.txt changed since the last fill, and otherwise just
+# marks the stamp current.
 set -euo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$self")/../.."
@@ -15,7 +17,8 @@ if ! /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; then
   exit 1
 fi
 # What decides the contents: opskit's dependencies and build backend (from pyproject.toml,
-# so an edit of its tool tables downloads nothing) and this script's own download list.
+# so an edit of its tool tables downloads nothing), this script's own download list and
+# the corpus's pins.
 deps="$(/usr/bin/python3 - <<'PY'
 import tomllib
 
@@ -24,7 +27,8 @@ with open("pyproject.toml", "rb") as handle:
 print(data["project"].get("dependencies", []), data["build-system"].get("requires", []))
 PY
 )"
-stamp="$( { echo "$deps"; cat "$self"; } | sha256sum | cut -d' ' -f1)"
+corpus="tests/real_systemd/corpus.txt"
+stamp="$( { echo "$deps"; cat "$self" "$corpus"; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$dest/.filled-for" 2>/dev/null)" = "$stamp" ]; then
   # Current: touch it so make sees the target newer than pyproject.toml.
   touch "$dest/.filled-for"
@@ -40,5 +44,9 @@ trap 'rm -rf "$tmp"' EXIT
 # "." brings opskit's own dependencies.
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
   . gunicorn uvicorn uwsgi setuptools wheel hatchling
+# The corpus on its own: its pins need not agree with opskit's dependencies (they go to
+# different venvs); a second version of a shared dependency is just one more file.
+"$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
+  -r "$corpus"
 echo "$stamp" > "$dest/.filled-for"
 echo "wheelhouse: $(find "$dest" -maxdepth 1 -type f -not -name '.*' | wc -l) files in $dest"
