@@ -69,8 +69,10 @@ class AppSpec:
     environment: tuple[tuple[str, str], ...] = ()
     environment_file: str | None = None
     graceful_timeout: int = 30
-    health_path: str = "/health"
-    version_path: str = "/version"
+    # No default: most apps have neither route. Unset, probes use "/" (any answer below
+    # 500 is alive) and the reload script proves new code by its processes alone.
+    health_path: str | None = None
+    version_path: str | None = None
     restart_sec: str = "5"
     socket: bool = False
     description: str | None = None
@@ -361,7 +363,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
     if "graceful_timeout" in raw:
         v["graceful_timeout"] = _validate_int("graceful-timeout", raw["graceful_timeout"], 1, 3600)
     for key in ("health_path", "version_path"):
-        if key in raw:
+        if raw.get(key) is not None:
             path = _validate_text(key.replace("_", "-"), raw[key])
             if not path.startswith("/") or any(c.isspace() for c in path):
                 raise SpecError(f"{key.replace('_', '-')}: expected a URL path like '/health'")
