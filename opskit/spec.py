@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -46,6 +47,8 @@ class Hardening:
     profile: str = "default"
     writable_paths: tuple[str, ...] = ()
     allow_outbound: bool = False
+    #: IPAddressAllow= entries besides localhost (IPAddressDeny=any stays).
+    ip_address_allow: tuple[str, ...] = ()
     allow_home: bool = False
     allow_wx: bool = False
 
@@ -130,7 +133,16 @@ class AppSpec:
 
 # The keys a configuration file may hold, in the order docs/configuration.md lists them.
 # Kebab-case in TOML (like pyproject's other tables), snake_case in Python.
-HARDENING_KEYS = ("profile", "writable_paths", "allow_outbound", "allow_home", "allow_wx")
+HARDENING_KEYS = (
+    "profile",
+    "writable_paths",
+    "allow_outbound",
+    "ip_address_allow",
+    "allow_home",
+    "allow_wx",
+)
+# The words IPAddressAllow= takes besides addresses and prefixes (systemd.resource-control(5)).
+IP_ADDRESS_WORDS = ("any", "localhost", "link-local", "multicast")
 SPEC_KEYS = tuple(f.name for f in fields(AppSpec) if f.name != "hardening")
 
 
@@ -279,10 +291,39 @@ def _build_hardening(raw: Mapping[str, Any]) -> Hardening:
         values["writable_paths"] = tuple(
             validate_path("hardening.writable-paths", p) for p in paths
         )
+    if "ip_address_allow" in raw:
+        entries = _validate_str_list("hardening.ip-address-allow", raw["ip_address_allow"])
+        allow = (
+            validate_ip_entry(f"hardening.ip-address-allow[{i}]", e) for i, e in enumerate(entries)
+        )
+        values["ip_address_allow"] = tuple(dict.fromkeys(allow))
     for key in ("allow_outbound", "allow_home", "allow_wx"):
         if key in raw:
             values[key] = _validate_bool(f"hardening.{key.replace('_', '-')}", raw[key])
     return Hardening(**values)
+
+
+def validate_ip_entry(key: str, value: str) -> str:
+    """One IPAddressAllow= entry: an address, an address/prefix, or one of systemd's words.
+
+    Returned normalised (``2001:DB8::5`` -> ``2001:db8::5``). systemd drops an entry it
+    cannot parse ("Address prefix is invalid, ignoring assignment"), which would leave
+    the app denied: a zone (``fe80::1%eth0``) or a prefix beyond /32 (/128) is refused here.
+    """
+    text = value.strip().lower()
+    if text in IP_ADDRESS_WORDS:
+        return text
+    try:
+        if "%" in text:
+            raise ValueError("a zone (%...) is not accepted by systemd")
+        if "/" in text:
+            return str(ipaddress.ip_interface(text))
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SpecError(
+            f"{key}: expected an IP address, ADDRESS/PREFIX or one of "
+            f"{', '.join(IP_ADDRESS_WORDS)}, got {value!r}"
+        ) from None
 
 
 def build_spec(raw: Mapping[str, Any]) -> AppSpec:
