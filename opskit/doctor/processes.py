@@ -26,6 +26,8 @@ class Listener:
     argv: tuple[str, ...]
     started: float
     newest_start: float = 0.0
+    #: The owner's user name (or uid, where it has no name).
+    user: str = "?"
 
     @property
     def cmdline(self) -> str:
@@ -94,11 +96,25 @@ def listeners(spec: AppSpec) -> list[Listener]:
                     argv=tuple(root.cmdline()),
                     started=root.create_time(),
                     newest_start=max(starts),
+                    user=_user(root),
                 )
             )
         except psutil.Error:
             continue
     return out
+
+
+def _user(proc: object) -> str:
+    import psutil
+
+    try:
+        return str(proc.username())  # type: ignore[attr-defined]
+    except (psutil.Error, KeyError):
+        # KeyError: a uid with no passwd entry (a dynamic user seen from outside).
+        try:
+            return str(proc.uids().real)  # type: ignore[attr-defined]
+        except psutil.Error:
+            return "?"
 
 
 def runs_app(argv: Sequence[str], spec: AppSpec) -> bool:

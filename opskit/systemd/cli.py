@@ -12,6 +12,7 @@ from opskit.options import Output, SpecArgs, say
 
 if TYPE_CHECKING:
     from opskit.render import RenderedFile
+    from opskit.spec import AppSpec
 
 
 @spec_command(app, "systemd", output="deploy/systemd")
@@ -50,10 +51,12 @@ def systemd(
     from opskit.systemd.units import render_units
 
     _validate_install_flags(install, unit_dir, enable, restart, out)
-    files = render_units(spec.load())
+    loaded = spec.load()
+    files = render_units(loaded)
     if install:
-        _install(files, unit_dir, force=out.force, enable=enable, restart=restart)
+        _install(loaded, files, unit_dir, force=out.force, enable=enable, restart=restart)
         return
+    say_app_problems(loaded)
     out.emit(files)
     if out.writes:
         for file in files:
@@ -89,13 +92,37 @@ def _validate_install_flags(
             raise UsageError(f"--install writes into --unit-dir; it cannot be combined with {flag}")
 
 
+def say_app_problems(spec: AppSpec) -> None:
+    """Warn, naming the failure, when the app cannot be found as the service would look."""
+    from opskit.appcheck import locate_app
+
+    for problem in locate_app(spec):
+        say(f"warning: {problem.message}")
+
+
 def _install(
-    files: list[RenderedFile], unit_dir: Path | None, *, force: bool, enable: bool, restart: bool
+    spec: AppSpec,
+    files: list[RenderedFile],
+    unit_dir: Path | None,
+    *,
+    force: bool,
+    enable: bool,
+    restart: bool,
 ) -> None:
+    from opskit.appcheck import import_app
+    from opskit.errors import OperationFailed
     from opskit.proc import SubprocessRunner
     from opskit.systemd import install as installer
 
     installer.validate_can_install()
+    # Before anything is written: an app that does not import would only loop.
+    problems = import_app(spec)
+    for problem in problems:
+        if not problem.is_error:
+            say(f"warning: {problem.message}")
+    errors = [p.message for p in problems if p.is_error]
+    if errors:
+        raise OperationFailed(f"{errors[0]}; nothing installed")
     done = installer.install_units(
         files,
         unit_dir or installer.SYSTEM_UNIT_DIR,
@@ -103,6 +130,8 @@ def _install(
         enable=enable,
         restart=restart,
         runner=SubprocessRunner(notify=lambda message: say(f"interrupt  {message}")),
+        spec=spec,
+        progress=lambda message: say(f"{'systemctl':<10} {message}"),
     )
     for item in done.files:
         say(f"{item.action.value:<10} {item.path}")
@@ -110,6 +139,8 @@ def _install(
         say(f"systemctl  {step}")
     if not done.steps:
         say("systemctl  nothing to do")
+    if done.serving:
+        say(f"serving    {done.serving}")
     for unit in done.stale:
         say(f"note       {unit} runs its old definition until restarted (--restart)")
     for item in done.files:
