@@ -46,6 +46,9 @@ HARNESS_MOUNT = "/srv/harness"
 #: (gunicorn, uvicorn, uWSGI) in one, this checkout's opskit in the other.
 SERVERS_VENV = "/opt/opskit-test/servers"
 TOOL_VENV = "/opt/opskit-test/tool"
+#: The real-app corpus (tests/real_systemd/corpus.py): the three servers and the published
+#: apps and frameworks of corpus.txt in one venv, so each app can be served by each server.
+CORPUS_VENV = "/opt/opskit-test/corpus"
 #: Debian's interpreter: the container sees the host's /usr, not the project's own Python.
 SYSTEM_PYTHON = "/usr/bin/python3"
 
@@ -656,3 +659,36 @@ def tool_venv(dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 60
         timeout,
     )
     return time.monotonic() - started
+
+
+def corpus_venv(
+    cache: Path, wheelhouse: Path, requirements: Path, *, timeout: float = 900.0
+) -> tuple[Path, float]:
+    """The corpus venv (bound at CORPUS_VENV): the servers plus ``requirements``; cached.
+
+    Built like the servers' venv (inside a throwaway container, offline from the
+    wheelhouse, uWSGI compiled there), under its own lock, and kept in ``cache`` under a
+    key of the wheelhouse's file names and the requirements' text. Returns the host
+    directory and the seconds spent building (0 when cached).
+    """
+    names = sorted(p.name for p in wheelhouse.iterdir() if not p.name.startswith("."))
+    key = hashlib.sha256("\n".join([*names, requirements.read_text()]).encode())
+    final = cache / f"corpus-{key.hexdigest()[:16]}"
+    with locked(cache / ".corpus.lock"):
+        if (final / "bin" / "uwsgi").exists():
+            return final, 0.0
+        started = time.monotonic()
+        tmp = cache / f"{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        _build_venv(
+            tmp,
+            CORPUS_VENV,
+            f"{SYSTEM_PYTHON} -m venv {CORPUS_VENV} && "
+            f"{CORPUS_VENV}/bin/python {_PIP} --use-pep517 gunicorn uvicorn uwsgi "
+            "-r /srv/corpus.txt",
+            [Bind(wheelhouse, "/srv/wheels"), Bind(requirements.resolve(), "/srv/corpus.txt")],
+            timeout,
+        )
+        shutil.rmtree(final, ignore_errors=True)  # an interrupted build's leftover, if any
+        tmp.rename(final)
+        return final, time.monotonic() - started
