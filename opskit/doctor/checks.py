@@ -8,6 +8,12 @@ from pathlib import Path
 
 from opskit.doctor.environment import check_logging_setup, check_pip
 from opskit.doctor.findings import Finding, Report, Severity
+from opskit.doctor.live import (
+    check_app,
+    check_denied_network,
+    check_live_units,
+    check_port_holder,
+)
 from opskit.doctor.processes import (
     Listener,
     check_shared_port,
@@ -52,6 +58,10 @@ Check = Callable[[Context], list[Finding]]
 #: A new check is one more line here (docs/doctor.md lists what each one reports).
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("unit files", check_units),
+    ("units as systemd runs them", check_live_units),
+    ("the app's port held by another process", check_port_holder),
+    ("the app imports as the service runs it", check_app),
+    ("a network the sandbox blocks", check_denied_network),
     ("uWSGI threads at import", check_uwsgi_threads),
     ("servers sharing the address", check_shared_port),
     ("servers older than the code", check_stale_code),

@@ -38,7 +38,8 @@ def unit_paths(spec: AppSpec, project: Path, given: Sequence[Path] | None) -> li
     )
     for path in candidates:
         if path.is_dir():
-            found.extend(sorted(path.glob("*.service")))
+            # opskit systemd writes deploy/systemd/, a bundle deploy/: look below too.
+            found.extend(sorted(path.rglob("*.service")))
         elif path.is_file() and path.suffix == ".service":
             # Restart= and the rest belong to services; a .socket unit has none of them.
             found.append(path)

@@ -118,8 +118,13 @@ class UnitStatus:
         return ", ".join(parts)
 
 
+#: ``systemctl show`` gives ExecMainCode= as the number of waitid(2)'s si_code.
+_CLD = {"1": "exited", "2": "killed", "3": "dumped"}
+
+
 def explain_exit(code: str, status: int) -> str:
     """The main process's exit as a person reads it; '' when it has not exited."""
+    code = _CLD.get(code, code)
     if code in ("killed", "dumped"):
         import signal
 
@@ -191,8 +196,14 @@ def journal_tail(
     done = runner(argv, timeout=QUERY_TIMEOUT)
     if not done.ok:
         return []
-    text = [line for line in done.stdout.splitlines() if line.strip()]
+    return telling_lines(done.stdout.splitlines(), lines)
+
+
+def telling_lines(journal: list[str], lines: int = 12) -> list[str]:
+    """Of a journal's lines, the last that name an error and the final three, in order."""
+    text = [line for line in journal if line.strip()]
     last = set(range(max(0, len(text) - 3), len(text)))
     telling = [i for i, line in enumerate(text) if _TELLING.search(line) and i not in last]
-    keep = sorted({*telling[-(lines - len(last)) :], *last})
+    room = max(lines - len(last), 0)
+    keep = sorted({*(telling[-room:] if room else []), *last})
     return [text[i] for i in keep]

@@ -1,0 +1,192 @@
+"""Doctor's checks of the live system: the units as systemd runs them, the port, the app itself.
+
+Where no systemd runs (a container, a laptop), the file checks still run and one info
+finding says that the live ones could not.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opskit.doctor.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from opskit.doctor.checks import Context
+    from opskit.proc import Runner
+    from opskit.systemd.status import UnitStatus
+
+#: sd_booted(3): this directory exists only when PID 1 is systemd.
+BOOTED_MARKER = Path("/run/systemd/system")
+#: Restarts after which a unit that is up again still counts as looping.
+LOOPING = 3
+
+# What a denied network looks like from inside the app, in the journal: the unit's
+# IPAddressDeny= drops SYNs (the client waits for its own timeout), PrivateNetwork= and
+# RestrictAddressFamilies= leave no route or no socket family (notes in docs/hardening.md).
+DENIED_NETWORK = re.compile(
+    r"WORKER TIMEOUT|timed out|timeout expired|Address family not supported"
+    r"|Temporary failure in name resolution|Name or service not known"
+    r"|Network is unreachable|connection is bad: no error details available"
+    r"|Operation not permitted",
+    re.IGNORECASE,
+)
+
+
+def _runner() -> Runner:
+    from opskit.proc import SubprocessRunner
+
+    return SubprocessRunner(shield=False)
+
+
+def systemd_running() -> bool:
+    """Whether this machine runs systemd (so the live checks can ask it)."""
+    return BOOTED_MARKER.is_dir()
+
+
+def _unit_names(ctx: Context) -> list[str]:
+    names = {f"{ctx.spec.name}.service"}
+    if ctx.spec.socket:
+        names.add(f"{ctx.spec.name}.socket")
+    for unit in ctx.unit_files:
+        names.add(Path(unit.where).name)
+    return sorted(names, key=lambda n: (not n.endswith(".socket"), n))
+
+
+def check_live_units(ctx: Context) -> list[Finding]:
+    """Each unit of the project as systemd runs it: failed, restart-looping, or fine."""
+    if not systemd_running():
+        return [
+            Finding(
+                Severity.INFO,
+                "live-units",
+                "systemd is not running on this machine: only the files were checked",
+                f"no {BOOTED_MARKER}",
+                "run opskit doctor on the host that runs the service",
+            )
+        ]
+    from opskit.systemd.status import journal_tail, read_status
+
+    runner = _runner()
+    out = []
+    for name in _unit_names(ctx):
+        status = read_status(name, runner=runner)
+        if status.load == "not-found":
+            continue
+        problem = _trouble(status)
+        if problem is None:
+            continue
+        journal = journal_tail(name, runner=runner, lines=8)
+        evidence = status.line()
+        if journal:
+            evidence += " | journal: " + " / ".join(journal[-3:])
+        out.append(Finding(Severity.ERROR, "live-unit", problem, evidence, _fix(status)))
+    return out
+
+
+def _trouble(status: UnitStatus) -> str | None:
+    kind = "socket" if status.unit.endswith(".socket") else "service"
+    if status.active == "failed":
+        return f"the {kind} {status.unit} has failed"
+    if status.sub == "auto-restart":
+        return f"{status.unit} is in a restart loop (waiting to restart after a failure)"
+    if status.restarts >= LOOPING:
+        return f"{status.unit} keeps restarting ({status.restarts} restarts since it was started)"
+    return None
+
+
+def _fix(status: UnitStatus) -> str:
+    exit_text = status.last_exit()
+    if "203/EXEC" in exit_text:
+        return "fix ExecStart='s program (the venv path), then systemctl restart"
+    if "200/CHDIR" in exit_text:
+        return "create WorkingDirectory= (readable by the service's user), then restart"
+    if status.unit.endswith(".socket"):
+        return f"journalctl -u {status.unit}; then systemctl reset-failed and start {status.unit}"
+    return f"read journalctl -u {status.unit}, fix the cause, then systemctl restart {status.unit}"
+
+
+def check_port_holder(ctx: Context) -> list[Finding]:
+    """A process that is not the unit's holds the app's port or unix socket."""
+    if not systemd_running() or not ctx.listeners:
+        return []
+    from opskit.systemd.install import foreign_holders
+    from opskit.systemd.status import read_status
+
+    service = f"{ctx.spec.name}.service"
+    status = read_status(service, runner=_runner())
+    if status.load == "not-found":
+        return []
+    return [
+        Finding(
+            Severity.ERROR,
+            "port-holder",
+            f"another process holds the address {service} serves on",
+            line,
+            "stop that process (or move the app to another port), then restart the service",
+        )
+        for line in foreign_holders(ctx.spec, status.main_pid)
+    ]
+
+
+def check_app(ctx: Context) -> list[Finding]:
+    """The app imports as the service runs it (only where its code is on this machine)."""
+    spec = ctx.spec
+    if spec.server == "command" or not Path(spec.working_directory).is_dir():
+        # Not this host's code: an installed unit without it fails, which the live-unit
+        # check reports with systemd's own 200/CHDIR.
+        return []
+    from opskit.appcheck import import_app
+
+    return [
+        Finding(
+            Severity.ERROR if p.is_error else Severity.WARNING,
+            "app",
+            "the app does not import as the service runs it"
+            if p.is_error
+            else "the app may not run as the service runs it",
+            p.message,
+            "fix the app path or the code; opskit systemd --install checks it again",
+        )
+        for p in import_app(spec)
+    ]
+
+
+def check_denied_network(ctx: Context) -> list[Finding]:
+    """Journal lines of a blocked network, in a unit whose sandbox blocks it."""
+    if not systemd_running():
+        return []
+    from opskit.systemd.unitfile import parse_unit
+
+    rules = [
+        line
+        for unit in ctx.unit_files
+        for line in parse_unit(unit.text or "")
+        if (line.key, line.value) in (("IPAddressDeny", "any"), ("PrivateNetwork", "yes"))
+        or (line.key == "RestrictAddressFamilies" and line.value == "AF_UNIX")
+    ]
+    if not rules:
+        return []
+    from opskit.systemd.status import journal_tail
+
+    service = f"{ctx.spec.name}.service"
+    hits = [
+        line
+        for line in journal_tail(service, runner=_runner(), lines=200)
+        if DENIED_NETWORK.search(line)
+    ]
+    if not hits:
+        return []
+    rule = ", ".join(sorted({f"{r.key}={r.value}" for r in rules}))
+    return [
+        Finding(
+            Severity.ERROR,
+            "denied-network",
+            f"the app's network connections look blocked by the unit's sandbox ({rule})",
+            f"{service} journal: {hits[-1]}",
+            "IPAddressDeny= drops the SYNs (connects hang until the client's timeout): "
+            "allow the address with --ip-address-allow, or --allow-outbound; with --socket "
+            "use the database's unix socket",
+        )
+    ]
