@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -361,3 +362,9 @@ def import_app(spec: AppSpec, *, timeout: float = IMPORT_TIMEOUT) -> list[AppPro
             )
         )
     return problems
+
+
+def warn_about_app(spec: AppSpec, say: Callable[[str], None]) -> None:
+    """For commands that only write files: say each problem locate_app finds, as a warning."""
+    for problem in locate_app(spec):
+        say(f"warning: {problem.message}")

@@ -37,6 +37,9 @@ def bundle(cli, project: Path, out: Path, *extra: str):
         str(project),
         "--venv",
         sys.prefix,
+        # The test's paths lie under /tmp, which a dynamic user's PrivateTmp= would hide.
+        "--user",
+        "opskit-test",
         "-o",
         str(out),
         *extra,

@@ -162,6 +162,22 @@ def test_reload_passes_the_deploy_id_as_one_argument(tmp_path: Path):
     assert json.loads(none.stdout.splitlines()[-1]) == []
 
 
+def test_reload_without_a_version_path_refuses_a_deploy_id(tmp_path: Path):
+    # ops.mk still passes DEPLOY_ID on; the generated script, which has no version to
+    # check it against, refuses it before doing anything.
+    from opskit.reload.render import render_reload
+
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app"})
+    mk = write_mk(tmp_path, spec=spec, directory=".")
+    assert "refuses a DEPLOY_ID" in mk.read_text()
+    (script, *_) = render_reload(spec)
+    (tmp_path / script.name).write_text(script.content)
+    (tmp_path / script.name).chmod(script.mode)
+    result = make(mk, "ops-reload", "DEPLOY_ID=v2")
+    assert result.returncode == 2, result.stderr
+    assert "no DEPLOY_ID: no version-path is set to check it against" in result.stderr
+
+
 def test_upgrade_passes_the_requirement_as_one_argument(tmp_path: Path):
     mk = write_mk(tmp_path, config="pyproject.toml")
     result = make(mk, "ops-upgrade", "PKG=name==1.2 ; echo injected", f"OPSKIT={ECHO_ARGV}")
@@ -247,6 +263,9 @@ def test_ops_units_then_ops_check_for_real(cli, project: Path):
         str(project),
         "--venv",
         venv,
+        # The test's paths lie under /tmp, which a dynamic user's PrivateTmp= would hide.
+        "--user",
+        "opskit-test",
         "-o",
         str(project / "deploy"),
     )

@@ -50,9 +50,11 @@ def makefile(*, spec: SpecArgs, out: Output) -> None:
 @spec_command(app, "bundle", output=DEFAULT_DIR)
 def bundle(*, spec: SpecArgs, out: Output) -> None:
     """Write every artifact of the app into one directory: units, logging, reload, ops.mk."""
+    from opskit.appcheck import warn_about_app
     from opskit.bundle.artifacts import render_bundle
 
     loaded, origin = _spec_and_origin(spec, out)
+    warn_about_app(loaded, say)
     result = render_bundle(loaded, origin)
     for artifact, reason in result.skipped:
         say(f"{'skipped':<10} {artifact}: {reason}")

@@ -9,10 +9,12 @@ from opskit.options import Output, SpecArgs, say
 @spec_command(app, "reload-script", output="deploy/reload")
 def reload_script(*, spec: SpecArgs, out: Output) -> None:
     """Write reload-NAME.sh: reload gracefully, then prove the new code serves."""
+    from opskit.appcheck import warn_about_app
     from opskit.reload.plan import plan_reload
     from opskit.reload.render import render_reload
 
     loaded = spec.load()
+    warn_about_app(loaded, say)
     files = render_reload(loaded)
     for warning in plan_reload(loaded).warnings:
         say(f"warning: {warning}")

@@ -56,7 +56,9 @@ def systemd(
     if install:
         _install(loaded, files, unit_dir, force=out.force, enable=enable, restart=restart)
         return
-    say_app_problems(loaded)
+    from opskit.appcheck import warn_about_app
+
+    warn_about_app(loaded, say)
     out.emit(files)
     if out.writes:
         for file in files:
@@ -90,14 +92,6 @@ def _validate_install_flags(
     for flag, given in given_out:
         if given:
             raise UsageError(f"--install writes into --unit-dir; it cannot be combined with {flag}")
-
-
-def say_app_problems(spec: AppSpec) -> None:
-    """Warn, naming the failure, when the app cannot be found as the service would look."""
-    from opskit.appcheck import locate_app
-
-    for problem in locate_app(spec):
-        say(f"warning: {problem.message}")
 
 
 def _install(

@@ -9,6 +9,7 @@ from opskit.errors import SpecError
 from opskit.render import RenderedFile, render_template, systemd_value
 from opskit.spec import AppSpec
 from opskit.systemd.hardening import hardening, runtime_dir, under
+from opskit.systemd.network import NetworkDecision, decide
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,23 @@ def environment(spec: AppSpec) -> list[tuple[str, str]]:
     return list(env.items())
 
 
-def _check_socket_spec(spec: AppSpec) -> None:
+def _validate_hidden_paths(spec: AppSpec) -> None:
+    """Refuse code or a venv that the unit's own sandbox would hide from the service."""
+    if not spec.dynamic_user:
+        return
+    for key, path in (("working-directory", spec.working_directory), ("venv", spec.venv_path)):
+        tmp = next((t for t in ("/tmp", "/var/tmp") if under(path, t)), None)
+        if tmp is not None:
+            # DynamicUser= implies PrivateTmp=yes, which no setting can switch off: the
+            # service sees an empty /tmp ("Failed to locate executable", 203/EXEC).
+            raise SpecError(
+                f"{key}: {path} is under {tmp}, "
+                "which a dynamic user's service cannot see (DynamicUser= implies PrivateTmp=); "
+                "move it (e.g. to /srv), or set user"
+            )
+
+
+def _validate_socket_spec(spec: AppSpec) -> None:
     if spec.unix_socket:
         if spec.socket and under(spec.unix_socket, runtime_dir(spec)):
             # systemd empties RuntimeDirectory= whenever the service stops, deleting the
@@ -160,11 +177,21 @@ def listen_address(spec: AppSpec) -> str:
     return f"{host}:{spec.port}"
 
 
-def render_units(spec: AppSpec) -> list[RenderedFile]:
-    """Render NAME.service, and NAME.socket when the spec asks for socket activation."""
-    _check_socket_spec(spec)
+def render_units(spec: AppSpec, network: NetworkDecision | None = None) -> list[RenderedFile]:
+    """Render NAME.service, and NAME.socket when the spec asks for socket activation.
+
+    ``network`` is what ``opskit.systemd.network.network_needs`` decided (the CLI passes
+    it, to print its notes); without it the same decision is made from the spec alone,
+    which is all the unit depends on. A spec the network rules would break is refused.
+    """
+    _validate_hidden_paths(spec)
+    _validate_socket_spec(spec)
+    network = network or decide(spec)
+    if network.errors:
+        more = len(network.errors) - 1
+        raise SpecError(network.errors[0] + (f" (and {more} more like it)" if more else ""))
     server = server_unit(spec)
-    directives, notes = hardening(spec)
+    directives, notes = hardening(spec, network)
     context = {
         "spec": spec,
         "server": server,
