@@ -118,8 +118,11 @@ def test_script_is_executable_and_written_through_the_write_step(cli, tmp_path: 
 
 
 def _hard_spec(server: str, supervisor: str, **more):
-    return spec(
-        **more,
+    return spec(**{**_hard_values(server, supervisor), **more})
+
+
+def _hard_values(server: str, supervisor: str) -> dict:
+    return dict(
         server=server,
         workers=2,
         supervisor=supervisor,
@@ -131,16 +134,30 @@ def _hard_spec(server: str, supervisor: str, **more):
         environment={"A": 'it\'s "q" $x `y` %40 \\', "B": ""},
         environment_file="/etc/my env's file",
         health_path="/he'alth",
+        version_path="/v$x`y`'\"%n",
         server_args=["--x", "a b"] if server != "uwsgi" else [],
     )
+
+
+#: Which of health-path and version-path a spec sets: each combination is its own script.
+PATHS = {
+    "both": {},
+    "none": {"health_path": None, "version_path": None, "deploy_id_file": None},
+    "health": {"version_path": None},
+    "version": {"health_path": None},
+}
 
 
 @needs_shellcheck
 @pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
 @pytest.mark.parametrize("supervisor", ["systemd", "pidfile"])
 @pytest.mark.parametrize("unix", [False, True])
-def test_script_is_shellcheck_clean_with_hard_values(tmp_path: Path, server, supervisor, unix):
+@pytest.mark.parametrize("paths", list(PATHS))
+def test_script_is_shellcheck_clean_with_hard_values(
+    tmp_path: Path, server, supervisor, unix, paths
+):
     more = {"unix_socket": f"{HARD_DIR}/app.sock"} if unix else {}
+    more.update(PATHS[paths])
     (script, *_) = render_reload(_hard_spec(server, supervisor, **more))
     path = tmp_path / script.name
     path.write_text(script.content)
@@ -189,6 +206,27 @@ def test_values_reach_the_script_unchanged(tmp_path: Path):
     assert f"no running server in {HARD_DIR}/x.pid; nothing to reload" in proc.stderr
     bad = subprocess.run(["bash", str(path), "a", "b"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+def test_a_deploy_id_without_a_version_path_is_a_usage_error(tmp_path: Path):
+    """Nothing would check it, and nothing would write it: exit 2 before anything else."""
+    (script, *_) = render_reload(spec(supervisor="pidfile", pidfile=f"{tmp_path}/x.pid"))
+    path = tmp_path / script.name
+    path.write_text(script.content)
+    proc = subprocess.run(["bash", str(path), "v2"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "reload-demo: usage: reload-demo.sh "
+        "(no DEPLOY_ID: no version-path is set to check it against)\n"
+    )
+    # With a deploy-id file the id is still written there, so it is accepted.
+    with_file = spec(
+        supervisor="pidfile", pidfile=f"{tmp_path}/x.pid", deploy_id_file=f"{tmp_path}/ID"
+    )
+    path.write_text(render_reload(with_file)[0].content)
+    proc = subprocess.run(["bash", str(path), "v2"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert f"no running server in {tmp_path}/x.pid" in proc.stderr
 
 
 @pytest.mark.parametrize("supervisor", ["systemd", "pidfile"])

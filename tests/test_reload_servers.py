@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
 BIN = Path(sys.executable).parent
 BROKEN = '\nraise RuntimeError("a broken deploy")\n'
+#: The example app's routes, set explicitly: the spec has no default for either.
+PATHS = {"health-path": "/health", "version-path": "/version"}
 
 
 def free_port() -> int:
@@ -91,13 +94,14 @@ class Site:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.dir.glob("*.log")))
 
-    def script(self, cli, *extra: str) -> Path:
+    def script(self, cli, *extra: str, paths: dict[str, str] = PATHS) -> Path:
         config = self.dir / "opskit.toml"
         app = "demoapp:asgi" if self.server == "uvicorn" else "demoapp:app"
         config.write_text(
             f'name = "demo"\nserver = "{self.server}"\napp = "{app}"\nport = {self.port}\n'
             f'working-directory = "{self.dir}"\nvenv = "{BIN.parent}"\n'
             f'supervisor = "pidfile"\npidfile = "{self.pidfile}"\n'
+            + "".join(f'{key} = "{value}"\n' for key, value in paths.items())
         )
         out = self.dir / "deploy"
         result = cli("reload-script", "--config", str(config), *extra, "-o", str(out), "--force")
@@ -144,6 +148,14 @@ def run_script(script: Path, *args: str, timeout: int = 30) -> subprocess.Comple
     )
 
 
+def get_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def pids(port: int, count: int = 12) -> set[str]:
     return {get(port, "/pid") for _ in range(count)}
 
@@ -170,9 +182,9 @@ def uvicorn(site: Site) -> list[str]:
     ]  # fmt: skip
 
 
-def start(site: Site, cli, server: str) -> Path:
+def start(site: Site, cli, server: str, paths: dict[str, str] = PATHS) -> Path:
     site.server = server
-    script = site.script(cli)
+    script = site.script(cli, paths=paths)
     if server == "gunicorn":
         site.start(gunicorn(site))
     elif server == "uvicorn":
@@ -191,9 +203,90 @@ def test_new_code_serves_after_the_script(site: Site, cli, server):
     (site.dir / "VERSION").write_text("v2\n")
     proc = run_script(script, "v2")
     assert proc.returncode == 0, proc.stderr + site.logs()
-    assert "ok: version v1 -> v2" in proc.stderr
+    assert "ok: version v1 -> v2, health answers, one server on port" in proc.stderr
+    assert "could not check" not in proc.stderr
     assert {site.version() for _ in range(12)} == {"v2"}
     assert not before & pids(site.port), "an old worker still answers"
+
+
+#: The example app without a route at "/": it answers 404 there, like many real apps.
+NO_ROOT = ('    if path == "/":\n', '    if path == "/index":\n')
+#: New code that imports but fails every request to "/".
+ROOT_FAILS = """
+_respond_v1 = _respond
+
+
+def _respond(path):
+    return ("500 Internal Server Error", b"boom\\n") if path == "/" else _respond_v1(path)
+"""
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_without_paths_the_processes_prove_the_reload(site: Site, cli, server):
+    """No health or version path: "/" answering 404 is alive, no version is checked."""
+    _edit(site.dir / "demoapp.py", *NO_ROOT)
+    script = start(site, cli, server, paths={})
+    assert get_status(site.port, "/") == 404
+    before = pids(site.port)
+    (site.dir / "VERSION").write_text("v2\n")
+    proc = run_script(script)
+    assert proc.returncode == 0, proc.stderr + site.logs()
+    lines = proc.stderr.splitlines()
+    assert "reload-demo: ok: / answers 404, one server on port " + str(site.port) in lines
+    said = [line for line in lines if "could not check" in line]
+    assert said == [
+        "reload-demo: could not check the version: no version-path is set; "
+        "the new code is proved by the replaced processes alone"
+    ]
+    # The workers it names as replaced are gone, and only new code answers.
+    replaced = re.search(r"workers ([\d ]+) -> ([\d ]+)", proc.stderr)
+    assert replaced, proc.stderr
+    old, new = replaced.groups()
+    assert not set(old.split()) & set(new.split())
+    assert {site.version() for _ in range(12)} == {"v2"}
+    assert not before & pids(site.port), "an old worker still answers"
+    # A version given to a script that cannot check one is a usage error, before anything.
+    refused = run_script(script, "v3")
+    assert refused.returncode == 2
+    assert "no version-path is set to check it against" in refused.stderr
+
+
+def test_without_a_health_path_a_server_error_at_root_fails(site: Site, cli):
+    script = start(site, cli, "gunicorn", paths={})
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write(ROOT_FAILS)
+    proc = run_script(script, timeout=8)
+    assert proc.returncode == 1, proc.stderr
+    assert "FAILED: after 8s: / answers '500 boom'" in proc.stderr
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_a_health_path_the_app_does_not_serve_is_refused_before_any_signal(site: Site, cli, server):
+    script = start(site, cli, server, paths={"health-path": "/healthz"})
+    master = site.pidfile.read_text().strip()
+    before = workers(site)
+    (site.dir / "VERSION").write_text("v2\n")
+    started = time.monotonic()
+    proc = run_script(script, timeout=60)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "FAILED: health-path /healthz answers '404 not found' on the running server, "
+        "expected 2xx; nothing reloaded"
+    ) in proc.stderr
+    assert "preflight: importing" not in proc.stderr and "reload:" not in proc.stderr
+    assert seconds < 20, f"refused after {seconds:.1f} s, not at once"
+    # Nothing was signalled: the same master and workers serve the old code.
+    assert site.pidfile.read_text().strip() == master
+    assert before <= workers(site)
+    assert pids(site.port) <= before
+    assert {site.version() for _ in range(12)} == {"v1"}
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])

@@ -33,6 +33,14 @@ def test_defaults() -> None:
     assert s.venv_path == "/srv/app/.venv" and s.python == "/srv/app/.venv/bin/python"
     assert s.dynamic_user and s.hardening == Hardening()
     assert s.bind == "127.0.0.1:8000"
+    # Most apps have neither route: no default, so nothing probes a path the app lacks.
+    assert (s.health_path, s.version_path) == (None, None)
+
+
+def test_health_and_version_paths_when_given() -> None:
+    s = spec(health_path="/-/ready?full=1", version_path="/api/version")
+    assert (s.health_path, s.version_path) == ("/-/ready?full=1", "/api/version")
+    assert spec(health_path=None, version_path=None).health_path is None
 
 
 def test_the_spec_is_frozen() -> None:
@@ -149,6 +157,8 @@ def test_port_as_digits_from_a_flag() -> None:
         ("graceful-timeout: expected a whole number", {"graceful_timeout": 0}),
         ("health-path: expected a URL path", {"health_path": "health"}),
         ("health-path: expected a URL path", {"health_path": "/a b"}),
+        ("version-path: expected a URL path", {"version_path": "version"}),
+        ("version-path: must not be empty", {"version_path": ""}),
         ("restart-sec: expected a duration", {"restart_sec": "soon"}),
         ("restart-sec: expected a duration", {"restart_sec": "-1"}),
         ("socket: expected true or false", {"socket": "yes"}),

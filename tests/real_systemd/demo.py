@@ -47,6 +47,10 @@ def demo_spec(server: str, name: str | None = None, **overrides: Any) -> AppSpec
         "venv": SERVERS_VENV,
         # Short drains keep stop and restart quick; nothing is long-running here.
         "graceful_timeout": 5,
+        # The example app's routes, as its pyproject.toml sets them: the spec has no
+        # default for either (override with None for an app without them).
+        "health_path": "/health",
+        "version_path": "/version",
     }
     raw.update(overrides)
     return build_spec(raw)

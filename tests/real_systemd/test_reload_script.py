@@ -150,3 +150,38 @@ def test_stopped_service_is_reported(boot):
     proc, _ = _reload(box)
     assert proc.returncode == 1
     assert f"FAILED: {unit} has no running main process" in proc.stderr
+
+
+def test_without_paths_the_processes_prove_the_reload(boot, demo_dir: Path):
+    # The spec an app without /health and /version gets: "/" is probed, no version checked.
+    spec = demo_spec("gunicorn", name="demo", health_path=None, version_path=None)
+    box = boot("reload-nopaths")
+    unit = _install(box, spec)
+    warm = wait_for_workers(box, spec.workers)
+    main_before = box.main_pid(unit)
+    set_version(demo_dir, "2")
+    proc, _ = _reload(box)
+    assert proc.returncode == 0, proc.stderr + box.journal(unit)
+    assert "ok: / answers 200, one server on port 8000" in proc.stderr
+    assert "could not check the version: no version-path is set" in proc.stderr
+    old = re.search(r"workers ([\d ]*) -> ", proc.stderr)
+    assert old and {int(pid) for pid in old.group(1).split()} == warm, proc.stderr
+    for _ in range(8):
+        assert box.http_get(url("/version")).body.strip() == "2"
+    assert box.main_pid(unit) == main_before
+
+
+def test_a_health_path_the_app_does_not_serve_is_refused_before_any_signal(boot, demo_dir: Path):
+    spec = demo_spec("gunicorn", name="demo", health_path="/healthz")
+    box = boot("reload-nohealth")
+    unit = _install(box, spec)
+    main_before = box.main_pid(unit)
+    wait_for_workers(box, spec.workers)
+    set_version(demo_dir, "2")
+    proc, _ = _reload(box, "2")
+    assert proc.returncode == 1
+    assert "FAILED: health-path /healthz answers '404 not found'" in proc.stderr
+    assert box.http_get(url("/version")).body.strip() == "1"
+    assert box.main_pid(unit) == main_before
+    # Nothing was signalled: systemd logged no reload of the unit.
+    assert "Reloading" not in box.journal(unit)
