@@ -67,6 +67,26 @@ def test_the_starter_table_is_a_valid_spec(cli, project: Path) -> None:
     assert result.out.startswith("# My.Shop.service")
 
 
+def test_health_and_version_paths_are_only_suggested(cli, project: Path) -> None:
+    # Most apps have neither route: the starter table leaves both unset and says how to
+    # add them, as comments that become a valid spec once uncommented.
+    cli("init")
+    path = project / "pyproject.toml"
+    text = path.read_text()
+    table = load(text)["tool"]["opskit"]
+    assert "health-path" not in table and "version-path" not in table
+    spec = load_spec({}, directory=project)
+    assert (spec.health_path, spec.version_path) == (None, None)
+    assert '\n# health-path = "/health"\n# version-path = "/version"\n' in text
+    path.write_text(
+        text.replace('# health-path = "/health"', 'health-path = "/health"').replace(
+            '# version-path = "/version"', 'version-path = "/version"'
+        )
+    )
+    spec = load_spec({}, directory=project)
+    assert (spec.health_path, spec.version_path) == ("/health", "/version")
+
+
 def test_a_second_run_refuses_without_force(cli, project: Path) -> None:
     cli("init")
     first = (project / "pyproject.toml").read_bytes()

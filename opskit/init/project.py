@@ -11,6 +11,15 @@ from opskit.write import atomic_write
 
 _SERVERS = ("gunicorn", "uvicorn", "uwsgi")
 
+# Most apps have neither route, and a guessed path would make probes fail on an app that
+# serves fine: the starter table only says how to add them.
+PATHS_COMMENT = (
+    'The app\'s health and version routes, if it has them (unset: "/" is probed, and',
+    "the reload script proves new code by its processes, not by a version):",
+    'health-path = "/health"',
+    'version-path = "/version"',
+)
+
 
 def detect_server(dependencies: list[str]) -> str | None:
     """The first server named among the project's dependencies, or None."""
@@ -45,8 +54,6 @@ def starter_table(project: dict[str, Any]) -> dict[str, Any]:
         "port": 8000,
         "workers": 2,
         "working-directory": f"/srv/{name}",
-        "health-path": "/health",
-        "version-path": "/version",
     }
 
 
@@ -85,6 +92,8 @@ def init_pyproject(directory: Path, *, force: bool) -> tuple[Path, str]:
     table.comment("opskit's app spec: docs/configuration.md lists every key")
     for key, value in starter_table(dict(project)).items():
         table.add(key, value)
+    for line in PATHS_COMMENT:
+        table.add(tomlkit.comment(line))
     if tool is None:
         tool = tomlkit.table(is_super_table=True)
         doc.add("tool", tool)
