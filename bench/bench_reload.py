@@ -145,6 +145,9 @@ class Site:
                 "venv": str(BIN.parent),
                 "supervisor": "pidfile",
                 "pidfile": str(self.pidfile),
+                # The example app has both routes; the script checks the deploy id there.
+                "health_path": "/health",
+                "version_path": "/version",
             }
         )
         write(render_reload(spec), self.dir / "deploy", force=True)
