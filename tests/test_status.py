@@ -46,3 +46,16 @@ def test_the_journal_lines_kept_are_the_errors_and_the_last_three():
     ]
     assert telling_lines([], 6) == []
     assert telling_lines(["only"], 6) == ["only"]
+
+
+def test_error_lines_prefer_the_lines_naming_an_error():
+    from opskit.systemd.status import error_lines
+
+    journal = [
+        "Booting worker",
+        "ModuleNotFoundError: No module named 'x'",
+        "Started x",
+        "Listening",
+    ]
+    assert error_lines(journal) == ["ModuleNotFoundError: No module named 'x'"]
+    assert error_lines(["a", "b", "c", "d"]) == ["b", "c", "d"]

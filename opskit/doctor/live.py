@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 BOOTED_MARKER = Path("/run/systemd/system")
 #: Restarts after which a unit that is up again still counts as looping.
 LOOPING = 3
+#: A unit restarted automatically and up for less than this (seconds) counts as looping.
+RECENT = 60.0
 
 # What a denied network looks like from inside the app, in the journal: the unit's
 # IPAddressDeny= drops SYNs (the client waits for its own timeout), PrivateNetwork= and
@@ -66,7 +68,7 @@ def check_live_units(ctx: Context) -> list[Finding]:
                 "run opskit doctor on the host that runs the service",
             )
         ]
-    from opskit.systemd.status import journal_tail, read_status
+    from opskit.systemd.status import error_lines, journal_tail, read_status
 
     runner = _runner()
     out = []
@@ -80,7 +82,7 @@ def check_live_units(ctx: Context) -> list[Finding]:
         journal = journal_tail(name, runner=runner, lines=8)
         evidence = status.line()
         if journal:
-            evidence += " | journal: " + " / ".join(journal[-3:])
+            evidence += " | journal: " + " / ".join(error_lines(journal))
         out.append(Finding(Severity.ERROR, "live-unit", problem, evidence, _fix(status)))
     return out
 
@@ -91,6 +93,20 @@ def _trouble(status: UnitStatus) -> str | None:
         return f"the {kind} {status.unit} has failed"
     if status.sub == "auto-restart":
         return f"{status.unit} is in a restart loop (waiting to restart after a failure)"
+    if status.restarts and not status.running:
+        # Caught between two attempts (starting again): a loop all the same.
+        return (
+            f"{status.unit} is in a restart loop ({status.active}/{status.sub} "
+            f"after {status.restarts} restarts)"
+        )
+    young = status.running_for is not None and status.running_for < RECENT
+    if status.restarts and young:
+        # A pre-fork master can report ready before its workers fail: up for a moment,
+        # between two automatic restarts (a manual restart does not count in NRestarts).
+        return (
+            f"{status.unit} is in a restart loop ({status.restarts} automatic restarts, "
+            f"the current attempt is {status.running_for:.0f} s old)"
+        )
     if status.restarts >= LOOPING:
         return f"{status.unit} keeps restarting ({status.restarts} restarts since it was started)"
     return None

@@ -22,6 +22,7 @@ PROPERTIES = (
     "ExecMainStatus",
     "MainPID",
     "FragmentPath",
+    "ExecMainStartTimestampMonotonic",
 )
 #: How long a query of systemctl or journalctl may take.
 QUERY_TIMEOUT = 30.0
@@ -86,6 +87,8 @@ class UnitStatus:
     exit_code: str
     exit_status: int
     main_pid: int
+    #: Seconds since the main process started (CLOCK_MONOTONIC), None if it never did.
+    running_for: float | None = None
 
     @property
     def running(self) -> bool:
@@ -169,7 +172,15 @@ def read_status(unit: str, *, runner: Runner) -> UnitStatus:
         exit_code=values.get("ExecMainCode", ""),
         exit_status=number("ExecMainStatus"),
         main_pid=number("MainPID"),
+        running_for=_since(number("ExecMainStartTimestampMonotonic")),
     )
+
+
+def _since(monotonic_us: int) -> float | None:
+    import time
+
+    # systemd's monotonic timestamps and Python's time.monotonic() read one clock.
+    return time.monotonic() - monotonic_us / 1e6 if monotonic_us else None
 
 
 #: Lines of a journal that say what went wrong (the servers' and Python's own words).
@@ -197,6 +208,29 @@ def journal_tail(
     if not done.ok:
         return []
     return telling_lines(done.stdout.splitlines(), lines)
+
+
+#: A line that states a root cause: a Python exception, or a server's own verdict.
+_CAUSE = re.compile(
+    r"\b\w*(Error|Exception)\b: |No module named|GAME OVER|no app loaded|Permission denied"
+    r"|Address already in use|Connection in use"
+)
+
+
+def error_lines(journal: list[str], most: int = 3) -> list[str]:
+    """The root cause (the last exception line) and the last lines that name an error.
+
+    A pre-fork server's last words are its own ("Worker failed to boot"); the reason
+    is the worker's traceback above them.
+    """
+    causes = [i for i, line in enumerate(journal) if _CAUSE.search(line)]
+    named = [i for i, line in enumerate(journal) if _TELLING.search(line)]
+    picked = set(causes[-1:])
+    for i in reversed(named or range(len(journal))):
+        if len(picked) >= most:
+            break
+        picked.add(i)
+    return [journal[i] for i in sorted(picked)]
 
 
 def telling_lines(journal: list[str], lines: int = 12) -> list[str]:
