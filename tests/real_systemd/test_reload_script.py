@@ -152,6 +152,22 @@ def test_stopped_service_is_reported(boot):
     assert f"FAILED: {unit} has no running main process" in proc.stderr
 
 
+def test_run_as_another_user_it_names_the_cause(boot):
+    # The service runs as a dynamic user; the script as nobody cannot read its sockets.
+    spec = demo_spec("gunicorn", name="demo")
+    box = boot("reload-nonroot")
+    unit = _install(box, spec)
+    before = box.main_pid(unit)
+    proc = box.run(
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SCRIPT, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot read the server's sockets in /proc/{before}/fd" in proc.stderr
+    assert "run as root" in proc.stderr
+    assert "does not listen" not in proc.stderr
+    assert box.main_pid(unit) == before
+
+
 def test_without_paths_the_processes_prove_the_reload(boot, demo_dir: Path):
     # The spec an app without /health and /version gets: "/" is probed, no version checked.
     spec = demo_spec("gunicorn", name="demo", health_path=None, version_path=None)
