@@ -37,21 +37,24 @@ typecheck: $(VENV)/.test  ## mypy, strict on opskit/
 unit: $(VENV)/.test  ## the fast tests only
 	$(PY) -m pytest -m 'not systemd and not servers and not pip' -q
 
-# Refilled when opskit's dependencies or the script's download list change (the script
-# decides by a stamp of both), skipped when current; the one step that needs the registry.
-$(WHEELHOUSE)/.filled-for: pyproject.toml tests/real_systemd/wheelhouse.sh
+# Refilled when opskit's dependencies, the script's download list or the corpus's pins
+# change (the script decides by a stamp of all three), skipped when current; the one step
+# that needs the registry.
+$(WHEELHOUSE)/.filled-for: pyproject.toml tests/real_systemd/wheelhouse.sh tests/real_systemd/corpus.txt
 	OPSKIT_WHEELHOUSE=$(WHEELHOUSE) bash tests/real_systemd/wheelhouse.sh
 
 wheelhouse: $(WHEELHOUSE)/.filled-for  ## download the wheels the real-systemd containers install offline
 
 # Two runs: the container tests that assert no timing, $(CONTAINERS) at a time, then the
 # rest of the suite one test at a time (the timing tests, servers, pip, the fast tests).
-# Both always run; the harness's time budget counts from the start of the first.
+# Both always run; the harness's time budget counts from the start of the first, and the
+# venv of this checkout's opskit that the containers use is built once for both.
 test: lint typecheck $(WHEELHOUSE)/.filled-for  ## ruff, mypy and the whole suite (real systemd, servers, pip included)
-	export OPSKIT_WHEELHOUSE=$(WHEELHOUSE) OPSKIT_TEST_STARTED=$$(date +%s); status=0; \
+	export OPSKIT_WHEELHOUSE=$(WHEELHOUSE) OPSKIT_TEST_STARTED=$$(date +%s) \
+	  OPSKIT_TEST_SHARED=$$(mktemp -d); status=0; \
 	$(PY) -m pytest -q -n $(CONTAINERS) -m 'systemd and not timing' tests/real_systemd || status=1; \
 	$(PY) -m pytest -q -m 'not (systemd and not timing)' || status=1; \
-	exit $$status
+	rm -rf "$$OPSKIT_TEST_SHARED"; exit $$status
 
 bench: $(VENV)/.test  ## run every bench/bench_*.py; each records its result with --write under docs/benchmarks/
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

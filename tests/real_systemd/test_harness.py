@@ -51,3 +51,33 @@ def test_hung_poweroff_is_killed(systemd_host, tmp_path):
     box.teardown()
     assert not any(_alive(pid) for pid in pids)
     assert not any(p.exists() for p in cgroups)
+
+
+def test_containers_of_one_name_keep_apart(systemd_host, tmp_path):
+    # make test boots two containers at once (two pytest workers): the same test name, or
+    # two tests asking for the same name, must never meet in a machine name, a cgroup or
+    # a file. Within one process the counter tells them apart, across processes the PID.
+    with (
+        nspawn.booted("harness-twin", tmp_path) as one,
+        nspawn.booted("harness-twin", tmp_path) as two,
+    ):
+        assert one.name != two.name
+        assert one.name.startswith(f"harness-twin-{os.getpid()}-")
+        assert not set(one.cgroups) & set(two.cgroups)
+        for box in (one, two):
+            assert box.run("cat", "/proc/sys/kernel/hostname").stdout.strip() == box.name
+        one.write_file("/etc/marker", "one")
+        assert two.run("test", "-e", "/etc/marker", check=False).returncode != 0
+        # Each has its own loopback: the same port is free in both.
+        for box in (one, two):
+            box.run(
+                "systemd-run",
+                "--unit=listener",
+                *("/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "8000"),
+            )
+        for box in (one, two):
+            box.wait_http("http://127.0.0.1:8000/", timeout=30)
+        cgroups = one.cgroups
+        one.teardown()
+        assert not any(p.exists() for p in cgroups)
+        assert two.systemctl("is-active", "listener.service").strip() == "active"
