@@ -12,6 +12,7 @@ which: container names carry the worker's PID, the venvs are built under a lock.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real_systemd import nspawn
+from tests.real_systemd import corpus, nspawn
 from tests.real_systemd.demo import APP_DIR, make_app_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,3 +258,68 @@ def boot(venvs: Venvs, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
     finally:
         for box in boxes:
             box.teardown()
+
+# --- the real-app corpus (tests/real_systemd/corpus.py) ----------------------------------------
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def missing_pins(wheelhouse: Path, requirements: Path) -> list[str]:
+    """The ``name==version`` pins of ``requirements`` with no file in ``wheelhouse``."""
+    present = set()
+    for path in wheelhouse.iterdir():
+        stem = path.name.removesuffix(".tar.gz").removesuffix(".zip")
+        if path.suffix == ".whl":
+            name, version = stem.split("-")[:2]
+        else:
+            name, _, version = stem.rpartition("-")
+        present.add((_norm(name), version))
+    missing = []
+    for line in requirements.read_text().splitlines():
+        pin = re.match(r"\s*([A-Za-z0-9._-]+)(?:\[[^]]*\])?==([^\s;#]+)", line)
+        if pin and (_norm(pin[1]), pin[2]) not in present:
+            missing.append(f"{pin[1]}=={pin[2]}")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def corpus_venv(wheelhouse: Path) -> Path:
+    """The corpus venv (servers and corpus.txt) on the host, cached in build/ like the servers'."""
+    missing = missing_pins(wheelhouse, corpus.REQUIREMENTS)
+    if missing:
+        _skip_or_fail(
+            f"the wheelhouse at {wheelhouse} lacks {', '.join(missing[:3])} (of corpus.txt):"
+            " run make wheelhouse"
+        )
+    path, built = nspawn.corpus_venv(
+        ROOT / "build" / "systemd-venvs", wheelhouse, corpus.REQUIREMENTS
+    )
+    record(f"venvs: corpus {'cached' if not built else f'built in {built:.1f} s'}")
+    return path
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    """The test's own project directories (corpus.make_projects), bound at corpus.PROJECTS."""
+    return corpus.make_projects(tmp_path / "corpus")
+
+
+@pytest.fixture
+def corpus_boot(boot: BootFn, corpus_venv: Path, corpus_dir: Path) -> BootFn:
+    """Boot a container with the corpus venv and the projects (writable) bound in.
+
+    ``corpus_boot(name, binds=(...))``; the container also has ``boot``'s two venvs
+    (TOOL_VENV runs opskit inside: corpus.opskit), not the example app. Django's project
+    is made in it by ``corpus.startproject(box)``, PostgreSQL by ``corpus.start_postgres(box)``.
+    """
+
+    def start(name: str = "corpus", binds: tuple[nspawn.Bind, ...] = ()) -> nspawn.Container:
+        own = (
+            nspawn.Bind(corpus_venv, nspawn.CORPUS_VENV),
+            nspawn.Bind(corpus_dir, corpus.PROJECTS, read_only=False),
+        )
+        return boot(name, binds=(*own, *binds), app=False)
+
+    return start
