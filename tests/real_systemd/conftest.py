@@ -259,6 +259,7 @@ def boot(venvs: Venvs, demo_dir: Path, tmp_path: Path) -> Iterator[BootFn]:
         for box in boxes:
             box.teardown()
 
+
 # --- the real-app corpus (tests/real_systemd/corpus.py) ----------------------------------------
 
 
