@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from opskit.render import systemd_word
 from opskit.spec import AppSpec
+from opskit.systemd.network import NetworkDecision, decide
 
 
 def runtime_dir(spec: AppSpec) -> str:
@@ -18,14 +17,16 @@ def under(path: str, *roots: str) -> bool:
     return any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def hardening(spec: AppSpec) -> tuple[list[tuple[str, str]], list[str]]:
+def hardening(
+    spec: AppSpec, network: NetworkDecision | None = None
+) -> tuple[list[tuple[str, str]], list[str]]:
     """The hardening directives (values already escaped) and notes on what was relaxed and why.
 
     docs/hardening.md explains every directive. The default profile scores <= 1.0 in
     ``systemd-analyze security --offline=yes`` (<= 0.5 with socket activation) while
-    leaving out what field experience shows breaks ordinary Python apps: ProcSubset=pid,
-    IPAddressDeny= (databases), and (under socket activation only) the network itself
-    unless --allow-outbound.
+    leaving out what field experience shows breaks ordinary Python apps: ProcSubset=pid.
+    Its network rules (IPAddressDeny=, or with socket activation PrivateNetwork=) are
+    ``network``'s, decided from the spec by opskit.systemd.network when not given.
     """
     h = spec.hardening
     notes: list[str] = []
@@ -106,29 +107,9 @@ def hardening(spec: AppSpec) -> tuple[list[tuple[str, str]], list[str]]:
         ]
         if not h.allow_wx:
             d.append(("MemoryDenyWriteExecute", "yes"))
-        if spec.socket and not h.allow_outbound:
-            # The .socket unit's listening socket is inherited, so the service itself
-            # needs no network: no interfaces but loopback, no new inet sockets.
-            d += [("PrivateNetwork", "yes"), ("RestrictAddressFamilies", "AF_UNIX")]
-        else:
-            d.append(("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"))
-            if not h.allow_outbound and _loopback_only(spec):
-                # Served on loopback (behind a proxy) or a unix socket: no traffic to
-                # or from other hosts. A remote database needs --allow-outbound.
-                d += [("IPAddressAllow", "localhost"), ("IPAddressDeny", "any")]
-            elif not h.allow_outbound:
-                notes.append("no IPAddressDeny=: the app listens on a non-loopback address")
+        network = network or decide(spec)
+        d += network.directives
+        notes += network.relaxed
     if writable:
         d.append(("ReadWritePaths", " ".join(systemd_word(p) for p in writable)))
     return d, notes
-
-
-def _loopback_only(spec: AppSpec) -> bool:
-    if spec.unix_socket:
-        return True
-    if spec.host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(spec.host).is_loopback
-    except ValueError:
-        return False
