@@ -463,6 +463,23 @@ def _rest(proc: subprocess.Popen[str]) -> str:
     return text
 
 
+def _pip_child(proc: subprocess.Popen[str], timeout: float = 30.0) -> int:
+    """The pid of the ``pip install`` opskit runs (in a session of its own)."""
+    import psutil
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                argv = child.cmdline()
+            except psutil.Error:
+                continue
+            if "pip" in argv and "install" in argv:
+                return child.pid
+        time.sleep(0.01)
+    raise AssertionError("no pip install started")
+
+
 def _wait_for(proc: subprocess.Popen[str], prefix: str) -> list[str]:
     assert proc.stderr is not None
     seen = []
@@ -513,10 +530,18 @@ def test_second_sigint_stops_pip_and_still_restores(venv, wheels, workdir, tmp_p
     proc = _start(venv, wheels, workdir, "bulk==2.0")
     processes.append(proc)
     seen = _wait_for(proc, "install")
-    os.killpg(proc.pid, signal.SIGINT)
-    seen += _wait_for(proc, "interrupt")  # the notice that opskit waits for pip
-    time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
+    # Hold pip still until the second Ctrl-C has been passed on to it: on a busy machine
+    # the install could otherwise finish between the two, and the second would then
+    # meet the restore instead (which ignores it, by design).
+    pip = _pip_child(proc)
+    os.killpg(pip, signal.SIGSTOP)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        seen += _wait_for(proc, "interrupt")  # the notice that opskit waits for pip
+        os.killpg(proc.pid, signal.SIGINT)
+        seen += _wait_for(proc, "interrupt")  # "interrupted again: stopping pip install"
+    finally:
+        os.killpg(pip, signal.SIGCONT)
     rest = _rest(proc)
     err = "".join(seen) + rest
     assert proc.returncode == 130, err
