@@ -79,7 +79,8 @@ def check_live_units(ctx: Context) -> list[Finding]:
         problem = _trouble(status)
         if problem is None:
             continue
-        journal = journal_tail(name, runner=runner, lines=8)
+        # Enough lines that a worker's traceback above the master's last words is kept.
+        journal = journal_tail(name, runner=runner, lines=60)
         evidence = status.line()
         if journal:
             evidence += " | journal: " + " / ".join(error_lines(journal))
