@@ -98,8 +98,16 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
         "hardening.allow_outbound",
         ("--allow-outbound",),
         bool,
-        "Keep the network with --socket (databases).",
+        "No IPAddressDeny= (nor PrivateNetwork= with --socket): connect anywhere.",
         _S,
+    ),
+    SpecOption(
+        "hardening.ip_address_allow",
+        ("--ip-address-allow",),
+        list,
+        "Allow ADDR[/PREFIX] despite IPAddressDeny=any (IPAddressAllow=); repeatable.",
+        _S,
+        metavar="ADDR",
     ),
     SpecOption(
         "hardening.allow_home", ("--allow-home",), bool, "ProtectHome=read-only, not yes.", _S
