@@ -195,3 +195,76 @@ def test_flags_reach_the_unit(cli, here: Path) -> None:
     assert exec_words(value(sections, svc, "ReadWritePaths")) == ["/var/lib/my shop"]
     assert values(sections, svc, "MemoryDenyWriteExecute") == []
     assert verify(unit) == ""
+
+
+@needs_analyze
+def test_ip_address_allow_reaches_the_unit(cli, here: Path) -> None:
+    result = cli(
+        *APP,
+        "--ip-address-allow",
+        "10.0.0.5",
+        "--ip-address-allow",
+        "2001:DB8::/32",
+        "-o",
+        "units",
+    )
+    assert result.code == 0, result.err
+    unit = here / "units" / "web.service"
+    sections = parse(unit.read_text())
+    assert value(sections, "Service", "IPAddressAllow") == "localhost 10.0.0.5 2001:db8::/32"
+    assert value(sections, "Service", "IPAddressDeny") == "any"
+    assert verify(unit) == ""
+    # systemd-analyze gives full credit to a localhost-only list, most of it to this one.
+    assert "web.service: exposure 1.0" in result.err
+
+
+@needs_analyze
+def test_ip_address_allow_gives_socket_activation_ip_to_those_only(cli, here: Path) -> None:
+    (here / "opskit.toml").write_text(
+        'name = "web"\napp = "pkg.wsgi:app"\nsocket = true\n'
+        '[environment]\nDATABASE_URL = "postgresql://shop:p%40ss@127.0.0.1:5432/shop"\n'
+        '[hardening]\nip-address-allow = ["127.0.0.1"]\n'
+    )
+    result = cli("systemd", "-o", "units")
+    assert result.code == 0, result.err
+    sections = parse((here / "units" / "web.service").read_text())
+    assert values(sections, "Service", "PrivateNetwork") == []
+    assert value(sections, "Service", "IPAddressAllow") == "127.0.0.1"
+    assert value(sections, "Service", "RestrictAddressFamilies") == "AF_INET AF_INET6 AF_UNIX"
+    for name in ("web.service", "web.socket"):
+        assert verify(here / "units" / name) == ""
+    assert "web.service: exposure 0.9" in result.err
+
+
+def test_a_tcp_database_with_socket_activation_is_refused(cli, here: Path) -> None:
+    url = "DATABASE_URL=postgresql://shop@127.0.0.1:5432/shop"
+    result = cli(*APP, "--socket", "-e", url, "-o", "units")
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "opskit: error: environment.DATABASE_URL: connects to 127.0.0.1 over TCP, but with "
+        "--socket the service has no network (PrivateNetwork=yes); use its unix socket "
+        "(postgresql:///DBNAME?host=/run/postgresql), or --ip-address-allow 127.0.0.1, "
+        "or --allow-outbound"
+    ]
+    assert not (here / "units").exists()
+    # Each fix it names makes a unit.
+    for fix in (
+        ["-e", "DATABASE_URL=postgresql://shop@/shop?host=/run/postgresql"],
+        ["--ip-address-allow", "127.0.0.1"],
+        ["--allow-outbound"],
+    ):
+        again = cli(*APP, "--socket", "-e", url, *fix, "-o", "-")
+        assert again.code == 0, (fix, again.err)
+
+
+def test_a_bad_allow_entry_names_the_file(cli, here: Path) -> None:
+    (here / "opskit.toml").write_text(
+        'name = "web"\napp = "pkg.wsgi:app"\n[hardening]\nip-address-allow = ["fe80::1%eth0"]\n'
+    )
+    result = cli("systemd", "-o", "-")
+    assert result.code == 2
+    assert result.err.startswith(
+        "opskit: error: opskit.toml: hardening.ip-address-allow[0]: expected an IP address"
+    )
+    flag = cli("systemd", "--ip-address-allow", "db.example.com", "-o", "-")
+    assert flag.code == 2 and "opskit.toml" not in flag.err and "'db.example.com'" in flag.err
