@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opskit.errors import SpecError
 from opskit.spec import build_spec
@@ -105,6 +108,34 @@ def test_unix_socket_endpoints(url: str, socket: str) -> None:
 def test_unreadable_urls_say_why(url: str, reason: str) -> None:
     ep = _one(url)
     assert isinstance(ep, Unreadable) and reason in ep.reason
+
+
+def test_a_broken_socket_url_is_unreadable() -> None:
+    ep = _one("redis+socket://[::1/run/redis.sock", "REDIS_URL")
+    assert isinstance(ep, Unreadable) and "Invalid IPv6 URL" in ep.reason
+
+
+_URLISH = st.one_of(
+    st.text(),
+    st.builds(
+        "{}://{}{}".format,
+        st.sampled_from(["postgresql", "redis+socket", "mysql", "https", "mongodb+srv", "unix"]),
+        st.text(alphabet="[]:@%/,.?=&abc019", max_size=30),
+        st.text(max_size=10),
+    ),
+)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["DATABASE_URL", "DB_HOST", "X_DSN", "PGHOST"]), _URLISH))
+)
+def test_any_environment_gives_a_decision(env: list[tuple[str, str]]) -> None:
+    # Whatever the values, the decision is made (a warning at worst), never an exception.
+    for socket in (False, True):
+        spec = build_spec({"name": "a", "app": "a:b", "socket": socket})
+        # Straight into the spec: the decision must hold even for values build_spec refuses.
+        d = decide(dataclasses.replace(spec, environment=tuple(env)))
+        assert d.mode in ("private", "deny", "open")
 
 
 def test_several_hosts_count_one_by_one() -> None:

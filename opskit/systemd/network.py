@@ -380,7 +380,10 @@ def _from_url(variable: str, value: str, pghost: bool) -> list[Endpoint | Unread
     if "unix" in parts or "socket" in parts or parts[0] in LOCAL_SCHEMES:
         # redis+socket://, http+unix://, unix:///run/redis.sock, sqlite:///db.sqlite3 ...
         if kind:
-            return [Endpoint(variable, kind, True, unix=urlsplit(value).path)]
+            try:
+                return [Endpoint(variable, kind, True, unix=urlsplit(value).path)]
+            except ValueError as exc:
+                return [Unreadable(variable, str(exc))]
         return []
     if not kind:
         return []
