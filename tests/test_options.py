@@ -33,7 +33,9 @@ def _kebab(key: str) -> str:
 
 
 def test_every_option_sets_a_real_spec_key():
-    hardening = {"profile", "writable_paths", "allow_outbound", "allow_home", "allow_wx"}
+    from opskit.spec import HARDENING_KEYS
+
+    hardening = set(HARDENING_KEYS)
     for option in SPEC_OPTIONS:
         table, dot, key = option.key.rpartition(".")
         if dot:

@@ -51,8 +51,13 @@ def systemd(
     from opskit.systemd.units import render_units
 
     _validate_install_flags(install, unit_dir, enable, restart, out)
+    from opskit.systemd.network import network_needs, project_dir
+
     loaded = spec.load()
-    files = render_units(loaded)
+    decision = network_needs(loaded, project_dir(loaded))
+    files = render_units(loaded, decision)
+    for note in decision.notes:
+        say(f"network    {note}")
     if install:
         _install(loaded, files, unit_dir, force=out.force, enable=enable, restart=restart)
         return
