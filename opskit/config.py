@@ -10,12 +10,16 @@ from typing import Any
 from opskit.errors import SpecError, UsageError
 from opskit.spec import AppSpec, build_spec
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on 3.10
-    import tomli as tomllib
-
 CONFIG_NAMES = ("opskit.toml", "pyproject.toml")
+
+
+def _toml() -> Any:
+    """The TOML parser, imported when a file or a --set value is read (not at start-up)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised only on 3.10
+        import tomli as tomllib
+    return tomllib
 
 
 def _snake(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,11 +68,11 @@ def _refuse_a_misspelt_table(path: Path, tools: object) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = _toml().loads(path.read_text(encoding="utf-8"))
         return data
     except OSError as exc:
         raise UsageError(f"{path.name}: cannot read: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (_toml().TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path.name}: not valid TOML: {exc}") from None
 
 
@@ -164,7 +168,7 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     if not sep or not table:
         raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        value = _toml().loads(f"v = {text}")["v"]
+    except _toml().TOMLDecodeError:
         value = text
     return key, value

@@ -15,16 +15,9 @@ from hypothesis import strategies as st
 
 from opskit.errors import SpecError
 from opskit.spec import build_spec
-from opskit.systemd.network import (
-    Dependencies,
-    Endpoint,
-    Unreadable,
-    decide,
-    dependencies,
-    endpoints,
-    network_needs,
-    project_dir,
-)
+from opskit.systemd.dependencies import Dependencies, dependencies, project_dir
+from opskit.systemd.endpoints import Endpoint, Unreadable, endpoints
+from opskit.systemd.network import decide, network_needs
 from opskit.systemd.units import render_units
 from tests.conftest import ROOT, needs_analyze, verify
 from tests.unitfile import parse, security_score, value, values

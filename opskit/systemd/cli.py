@@ -51,7 +51,8 @@ def systemd(
     from opskit.systemd.units import render_units
 
     _validate_install_flags(install, unit_dir, enable, restart, out)
-    from opskit.systemd.network import network_needs, project_dir
+    from opskit.systemd.dependencies import project_dir
+    from opskit.systemd.network import network_needs
 
     loaded = spec.load()
     decision = network_needs(loaded, project_dir(loaded))

@@ -1,0 +1,172 @@
+"""What the app depends on, as declared by its project and installed in its venv.
+
+A client library says that the app connects somewhere, not where: the network decision
+turns what ``dependencies`` finds into warnings only, never into a rule of the unit, so
+the same spec gives the same unit on every machine. Nothing is imported or run: the
+names come from pyproject.toml, requirements*.txt and the venv's metadata directories.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from opskit.spec import AppSpec
+
+#: Distributions that connect to something, by what they connect to. Names are PEP 503
+#: normalised (lower case, runs of ``-_.`` as ``-``).
+DEPENDENCIES: dict[str, str] = {
+    # PostgreSQL drivers: TCP to HOST:5432, or the server's unix socket (/run/postgresql).
+    "psycopg": "postgresql",
+    "psycopg-binary": "postgresql",
+    "psycopg-c": "postgresql",
+    "psycopg-pool": "postgresql",
+    "psycopg2": "postgresql",
+    "psycopg2-binary": "postgresql",
+    "asyncpg": "postgresql",
+    "pg8000": "postgresql",
+    "aiopg": "postgresql",
+    # MySQL and MariaDB drivers: TCP to HOST:3306, or /run/mysqld/mysqld.sock.
+    "pymysql": "mysql",
+    "mysqlclient": "mysql",
+    "mysql-connector-python": "mysql",
+    "aiomysql": "mysql",
+    "asyncmy": "mysql",
+    "mariadb": "mysql",
+    # Redis and Valkey clients: TCP to HOST:6379, or a unix socket.
+    "redis": "redis",
+    "aioredis": "redis",
+    "valkey": "redis",
+    # MongoDB drivers: TCP to HOST:27017; mongodb+srv:// needs DNS whatever the host.
+    "pymongo": "mongodb",
+    "motor": "mongodb",
+    # memcached clients: TCP to HOST:11211, or a unix socket.
+    "pymemcache": "memcached",
+    "python-memcached": "memcached",
+    "pylibmc": "memcached",
+    # Message brokers: AMQP (RabbitMQ) on 5672, Kafka on 9092; Celery and kombu talk to
+    # whichever broker the app names.
+    "pika": "amqp",
+    "aio-pika": "amqp",
+    "kombu": "amqp",
+    "celery": "amqp",
+    "kafka": "kafka",
+    "kafka-python": "kafka",
+    "confluent-kafka": "kafka",
+    "aiokafka": "kafka",
+    # Search and wide-column stores: Elasticsearch/OpenSearch over HTTP(S) on 9200,
+    # Cassandra on 9042.
+    "elasticsearch": "elasticsearch",
+    "opensearch-py": "elasticsearch",
+    "cassandra-driver": "cassandra",
+    # HTTP clients: outbound HTTP to whatever hosts the code names (often none configured
+    # in the environment at all). sentry-sdk sends every error report to its DSN's host.
+    "requests": "http",
+    "httpx": "http",
+    "aiohttp": "http",
+    "urllib3": "http",
+    "httplib2": "http",
+    "pycurl": "http",
+    "sentry-sdk": "http",
+    # Cloud SDKs: endpoints are host names (DNS) whose addresses change.
+    "boto3": "cloud",
+    "botocore": "cloud",
+    "aiobotocore": "cloud",
+    "google-cloud-storage": "cloud",
+    "google-api-core": "cloud",
+    "azure-core": "cloud",
+}
+
+
+def canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _requirement_name(line: str) -> str | None:
+    line = line.split(" #", 1)[0].strip()
+    if not line or line.startswith(("#", "-")) or "://" in line.split("@", 1)[0]:
+        return None  # a comment, an option (-r, -e, --hash), a bare URL
+    match = _REQUIREMENT_NAME.match(line)
+    return canonical(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """The app's distributions as far as this machine can tell, and where they were read."""
+
+    names: frozenset[str] = frozenset()
+    sources: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def dependencies(spec: AppSpec, project: Path) -> Dependencies:
+    """The project's declared dependencies and, where the venv exists here, its installed ones.
+
+    Declared: pyproject.toml's ``[project].dependencies`` (and Poetry's table), and every
+    ``requirements*.txt`` in ``project``. Installed: the names of the venv's dist-info (and
+    egg-info) directories; nothing is imported or run.
+    """
+    names: set[str] = set()
+    sources: list[str] = []
+    problems: list[str] = []
+    pyproject = project / "pyproject.toml"
+    if pyproject.is_file():
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised only on 3.10
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"pyproject.toml: not read ({exc})")
+        else:
+            declared = data.get("project", {}).get("dependencies", [])
+            poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
+            found = [n for n in map(_requirement_name, _strings(declared)) if n]
+            found += [canonical(n) for n in poetry if n != "python"]
+            names.update(found)
+            sources.append("pyproject.toml")
+    for path in sorted(project.glob("requirements*.txt")):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path.name}: not read ({exc})")
+            continue
+        names.update(n for n in map(_requirement_name, lines) if n)
+        sources.append(path.name)
+    installed = _installed(Path(spec.venv_path))
+    if installed is not None:
+        names.update(installed)
+        sources.append(f"the venv's {len(installed)} installed distributions")
+    return Dependencies(frozenset(names), tuple(sources), tuple(problems))
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _installed(venv: Path) -> set[str] | None:
+    if not venv.is_dir():
+        return None
+    names = set()
+    for site in venv.glob("lib*/python*/site-packages"):
+        for meta in (*site.glob("*.dist-info"), *site.glob("*.egg-info")):
+            names.add(canonical(meta.name.split("-", 1)[0].removesuffix(".egg-info")))
+    return names
+
+
+def project_dir(spec: AppSpec, cwd: Path | None = None) -> Path:
+    """Where the app's dependencies are declared: its working directory, if on this machine.
+
+    On the host that runs the service, that is the deployed code; elsewhere (a developer's
+    checkout, CI) the working directory does not exist and the current directory, where
+    the config file is, holds the project.
+    """
+    workdir = Path(spec.working_directory)
+    return workdir if workdir.is_dir() else (cwd or Path.cwd())
