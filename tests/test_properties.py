@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from opskit.errors import SpecError
-from opskit.spec import build_spec, validate_unit_name
+from opskit.spec import build_spec
 from opskit.systemd.units import render_units
+from opskit.validate import validate_unit_name
 from tests.conftest import needs_analyze, verify
 from tests.unitfile import env_assignment, exec_words, parse, value, values
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from opskit.errors import ExitCode, SpecError, UsageError
-from opskit.spec import SPEC_KEYS, AppSpec, Hardening, build_spec, validate_unit_name
+from opskit.spec import SPEC_KEYS, AppSpec, Hardening, build_spec
+from opskit.validate import validate_unit_name
 
 
 def spec(**raw: Any) -> AppSpec:

@@ -33,7 +33,7 @@ def _project(spec: SpecArgs) -> tuple[AppSpec | None, Path]:
 
 def _venv_python(spec: SpecArgs, loaded: AppSpec | None) -> str | None:
     """The interpreter of the app's venv: the spec's, else --venv's or --workdir's."""
-    from opskit.spec import validate_path
+    from opskit.validate import validate_path
 
     if loaded is not None:
         return loaded.python
