@@ -2,7 +2,7 @@
 
 Each example of the accepting properties runs ``systemd-analyze verify`` (~50 ms), so the
 example counts stay modest. The values also round-trip through the reader of
-tests/test_render.py, a model of systemd's own word splitting.
+tests/unitfile.py, a model of systemd's own word splitting.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from opskit.spec import AppSpec, build_spec
-from tests.real_systemd.nspawn import SERVERS_VENV
+from tests.real_systemd.nspawn import SERVERS_VENV, SYSTEM_PYTHON
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "opskit" / "example"
 #: Where the app directory is bound inside every container.
@@ -59,3 +59,19 @@ def demo_spec(server: str, name: str | None = None, **overrides: Any) -> AppSpec
 def url(path: str = "/health", port: int = PORT) -> str:
     """The app's URL from inside the container."""
     return f"http://127.0.0.1:{port}{path}"
+
+
+def squat(box, port: int = PORT) -> None:
+    """A foreign server on the app's port: python's http.server, as its own unit "squatter"."""
+    box.run(
+        "systemd-run",
+        "--unit=squatter",
+        "--property=Type=exec",
+        SYSTEM_PYTHON,
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        str(port),
+    )
+    box.wait_http(url("/", port), timeout=30)

@@ -8,7 +8,7 @@ import pytest
 
 from opskit.systemd.units import render_units
 from tests.real_systemd import nspawn
-from tests.real_systemd.demo import APP_DIR, demo_spec, url
+from tests.real_systemd.demo import APP_DIR, demo_spec, squat, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 
@@ -39,22 +39,6 @@ def doctor(box, *extra: str) -> tuple[int, list[dict]]:
 
 def errors(findings: list[dict]) -> list[dict]:
     return [f for f in findings if f["severity"] == "error"]
-
-
-def squat(box, port: int = 8000) -> None:
-    """A foreign server on the app's port: python's http.server, as its own unit."""
-    box.run(
-        "systemd-run",
-        "--unit=squatter",
-        "--property=Type=exec",
-        nspawn.SYSTEM_PYTHON,
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        str(port),
-    )
-    box.wait_http(url("/", port), timeout=30)
 
 
 def test_a_healthy_unit_gives_no_error(boot):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.real_systemd import nspawn
-from tests.real_systemd.demo import APP_DIR, url
+from tests.real_systemd.demo import APP_DIR, squat, url
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
 
@@ -73,18 +73,7 @@ def test_an_app_the_service_user_cannot_read_fails_with_its_journal(boot, demo_d
 
 def test_a_foreign_process_on_the_port_is_named(boot):
     box = boot("port-held")
-    box.run(
-        "systemd-run",
-        "--unit=squatter",
-        "--property=Type=exec",
-        nspawn.SYSTEM_PYTHON,
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        "8000",
-    )
-    box.wait_http(url("/"), timeout=30)
+    squat(box)
     for server in ("gunicorn", "uvicorn"):
         app = "demoapp:asgi" if server == "uvicorn" else "demoapp:app"
         done = box.run(

@@ -245,3 +245,32 @@ def test_the_database_app_works_as_the_decision_says(corpus_boot, corpus_dir: Pa
         f"{time.monotonic() - started:.1f} s: {body['error']}"
     )
     assert "EPERM" not in box.journal("db-hidden.service")
+    # doctor reads the journal of the unit and names the denial, with the fix.
+    done = corpus.opskit(
+        box,
+        "doctor",
+        "db-hidden",
+        *corpus.DBAPP.cli_args("gunicorn"),
+        *("--env-file", "/etc/db-hidden.env", "--project", corpus.DBAPP.directory, "--json"),
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    findings = json.loads(done.stdout)["findings"]
+    denied = [f for f in findings if f["check"] == "denied-network"]
+    assert len(denied) == 1, findings
+    assert denied[0]["severity"] == "error"
+    assert "IPAddressDeny=any" in denied[0]["problem"]
+    assert "timeout expired" in denied[0]["evidence"], denied[0]
+    assert "--ip-address-allow" in denied[0]["fix"]
+    # The healthy apps before it drew no such finding: the unit that reached its database.
+    done = corpus.opskit(
+        box,
+        "doctor",
+        "db-remote",
+        *corpus.DBAPP.cli_args("gunicorn"),
+        *("--set", f"environment.DATABASE_URL={db.url_at(REMOTE)}"),
+        *("--project", corpus.DBAPP.directory, "--json"),
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    checks = [f["check"] for f in json.loads(done.stdout)["findings"]]
+    assert "denied-network" not in checks, checks
