@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from pathlib import Path
 from typing import Any
 
 from opskit.errors import UsageError
@@ -18,6 +19,9 @@ OUTPUTS: dict[str, str] = {
     "django": "django_logging.py",
 }
 ACCESS_TARGETS = ("stderr", "stdout", "off")
+#: Logging libraries beside the stdlib's that the config routes through it when the app
+#: depends on them (the helper module's Route filter).
+ROUTED_LIBRARIES = ("structlog", "loguru")
 
 #: The stdlib-only module written next to the config: the journald formatter and a loader.
 HELPER_MODULE = "opskit_logging"
@@ -57,6 +61,29 @@ def app_package(spec: AppSpec) -> str | None:
     return spec.app.split(":", 1)[0].split(".", 1)[0]
 
 
+def django_settings(spec: AppSpec, project: Path) -> tuple[str, str] | None:
+    """The Django settings module the app runs with, and where that was read; None if no Django.
+
+    The spec's environment (DJANGO_SETTINGS_MODULE) wins, as it does in the unit; else
+    the project's manage.py, read (not run) the way ``opskit init`` reads it.
+    """
+    for name, value in spec.environment:
+        if name == "DJANGO_SETTINGS_MODULE" and value:
+            return value, "the spec's environment"
+    from opskit.init.sources import django_settings_module
+
+    found = django_settings_module(project)
+    return (found.value, found.source) if found else None
+
+
+def libraries_to_route(spec: AppSpec, project: Path) -> tuple[str, ...]:
+    """The logging libraries of ROUTED_LIBRARIES that the app declares or has installed."""
+    from opskit.systemd.dependencies import dependencies
+
+    names = dependencies(spec, project).names
+    return tuple(lib for lib in ROUTED_LIBRARIES if lib in names)
+
+
 def resolve_format(spec: AppSpec, fmt: str | None = None) -> str:
     """The format: the flag, else the spec's, else journald when a unit uses the config."""
     chosen = fmt or spec.log_format
@@ -79,6 +106,7 @@ def build_config(
     fmt: str | None = None,
     access: str = "stderr",
     django: bool = False,
+    route: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The dictConfig for the spec: every record once, on stderr, with explicit levels.
 
@@ -127,11 +155,17 @@ def build_config(
         else:
             loggers[name] = _logger(override, [], propagate=True)
 
-    return {
+    config: dict[str, Any] = {
         "version": 1,
         # Loggers created at import time, before this runs, must keep working.
         "disable_existing_loggers": False,
         "formatters": {"default": dict(_FORMATS[resolve_format(spec, fmt)])},
+    }
+    if route:
+        # Built (and so run) by dictConfig, attached to nothing: see the helper module.
+        config["filters"] = {"route": {"()": f"{HELPER_MODULE}.Route", "libraries": list(route)}}
+    return {
+        **config,
         "handlers": handlers,
         # gunicorn merges this file shallowly over its defaults: "root" must be given,
         # or its default root refers to a handler this file replaced.
@@ -156,17 +190,21 @@ def render_logging(
     output: str = "json",
     fmt: str | None = None,
     access: str = "stderr",
+    django: bool = False,
+    route: tuple[str, ...] = (),
 ) -> list[RenderedFile]:
     """Render the logging config and the helper modules it needs, for one directory.
 
     The helper module holds the journald formatter and a loader; it is stdlib-only, since
     the app's environment does not have opskit. The server finds it through PYTHONPATH,
-    which the systemd unit sets to the config's directory.
+    which the systemd unit sets to the config's directory. ``django`` adds
+    django_logging.py beside the server's config: Django applies its own defaults in each
+    worker after the server's config, and only settings.LOGGING comes after those.
     """
     if output not in OUTPUTS:
         raise UsageError(f"--as: expected one of {', '.join(OUTPUTS)}, got {output!r}")
     chosen = resolve_format(spec, fmt)
-    config = build_config(spec, fmt=chosen, access=access, django=output == "django")
+    config = build_config(spec, fmt=chosen, access=access, django=output == "django", route=route)
     name = config_name(spec, output)
     context = {
         "spec": spec,
@@ -177,8 +215,17 @@ def render_logging(
         "levels": LEVELS,
     }
     files = [RenderedFile(name, render_template(f"logging/{output}.j2", **context))]
+    if django and output != "django":
+        django_context = {
+            **context,
+            "config": build_config(spec, fmt=chosen, access=access, django=True, route=route),
+            "file_name": OUTPUTS["django"],
+        }
+        files.append(
+            RenderedFile(OUTPUTS["django"], render_template("logging/django.j2", **django_context))
+        )
     needs_loader = spec.server in ("uwsgi", "command") and output != "django"
-    if chosen == "journald" or needs_loader:
+    if chosen == "journald" or needs_loader or route:
         files.append(
             RenderedFile(f"{HELPER_MODULE}.py", render_template("logging/helper.py.j2", **context))
         )

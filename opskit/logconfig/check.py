@@ -80,6 +80,8 @@ class LogReport:
     rows: tuple[LoggerRow, ...]
     handlers: tuple[HandlerInfo, ...]
     findings: tuple[LogProblem, ...]
+    #: What the check could not do, without making it fail (the app did not import here).
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -138,6 +140,8 @@ def run_probe(
     path: Sequence[str] = (),
     cwd: Path | None = None,
     timeout: float = 60,
+    django_settings: str | None = None,
+    app_module: str | None = None,
 ) -> tuple[dict[str, Any], str, str]:
     """Run the probe in a subprocess of ``python``; return its report, stdout and stderr.
 
@@ -155,6 +159,8 @@ def run_probe(
             "report": str(report_path),
             "limit": LOGGER_LIMIT,
             "levels": list(LEVELS),
+            "django_settings": django_settings,
+            "app_module": app_module,
         }
         # Unshielded: the probe only reads, so a Ctrl-C stops it (and whatever the app
         # started) at once.
@@ -184,6 +190,18 @@ def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> Lo
     findings: list[LogProblem] = []
     if report.get("error"):
         findings.append(LogProblem("load-failed", f"loading {target} failed: {report['error']}"))
+    if report.get("django_error"):
+        findings.append(
+            LogProblem("django-setup", f"Django's setup failed: {report['django_error']}")
+        )
+    notes = []
+    if report.get("app_error"):
+        # Not a finding: the check is often run where the app's code or venv is not.
+        notes.append(
+            f"the app was not imported ({report['app_error']}): a structlog or loguru set up "
+            "at its import is not seen"
+        )
+    findings.extend(_library_findings(report, stdout, stderr))
     handlers = tuple(
         HandlerInfo(name, info["class"], info["level"], info["stream"])
         for name, info in report["handlers"].items()
@@ -223,7 +241,54 @@ def analyse(target: str, report: dict[str, Any], stdout: str, stderr: str) -> Lo
                     f"handler {handler.name} ({handler.cls}) has no explicit level",
                 )
             )
-    return LogReport(target, tuple(rows), handlers, tuple(findings))
+    return LogReport(target, tuple(rows), handlers, tuple(findings), tuple(notes))
+
+
+# Django's defaults give "django" a console handler (under DEBUG) of its own.
+DJANGO_HINT = (
+    "; Django's default handlers: put 'from django_logging import LOGGING' in the settings "
+    "(opskit logging init writes it for a Django project)"
+)
+
+#: How each library writes when it is not routed through the stdlib, for the finding.
+_OWN_OUTPUT = {
+    "structlog": "its default logger prints to stdout",
+    "loguru": "its own sink (added at import) writes to stderr",
+}
+
+
+def _library_findings(report: dict[str, Any], stdout: str, stderr: str) -> list[LogProblem]:
+    """Where a record of structlog or loguru went, when either writes beside the stdlib's."""
+    out: list[LogProblem] = []
+    through = report.get("through", [])
+    for entry in report.get("libraries", []):
+        library = entry["library"]
+        if "error" in entry:
+            out.append(LogProblem("second-system", f"{library}: logging a record failed: "
+                                  f"{entry['error']}", library))  # fmt: skip
+            continue
+        marker = entry["marker"]
+        on_err, on_out = stderr.count(marker), stdout.count(marker)
+        routed = through.count(library)
+        written = on_err + on_out
+        if written == 1 and routed == 1 and not on_out:
+            continue
+        where = (
+            ", ".join(f"{n} to {name}" for n, name in ((on_err, "stderr"), (on_out, "stdout")) if n)
+            or "nowhere"
+        )
+        by_itself = max(written - routed, 0)
+        out.append(
+            LogProblem(
+                "second-system",
+                f"{library} writes beside the stdlib logging: its WARNING record went {where}, "
+                f"{routed} time(s) through the config's handlers and {by_itself} time(s) by "
+                f"itself ({_OWN_OUTPUT[library]}); route it through the stdlib: "
+                f"opskit logging init adds the Route filter for an app that depends on it",
+                library,
+            )
+        )
+    return out
 
 
 def _row_findings(
@@ -259,7 +324,8 @@ def _row_findings(
                 "duplicate",
                 f"logger {name}: each {', '.join(dup_levels)} record is written "
                 f"{max(cells[lvl].stderr + cells[lvl].stdout for lvl in dup_levels)} times "
-                f"(handlers along the propagation chain: {', '.join(entry['handlers'])})",
+                f"(handlers along the propagation chain: {', '.join(entry['handlers'])})"
+                + (DJANGO_HINT if name == "django" or name.startswith("django.") else ""),
                 name,
             )
         )
@@ -331,9 +397,23 @@ def check_logging(
     loggers: Sequence[str],
     path: Sequence[str] = (),
     cwd: Path | None = None,
+    django_settings: str | None = None,
+    app_module: str | None = None,
 ) -> LogReport:
-    """Load the target in a subprocess, log a record per level and logger, and analyse."""
-    report, out, err = run_probe(target, python=python, loggers=loggers, path=path, cwd=cwd)
+    """Load the target in a subprocess, log a record per level and logger, and analyse.
+
+    With ``django_settings``, Django's setup runs after the target, as in a worker; with
+    ``app_module``, that module is imported after both (its structlog or loguru setup).
+    """
+    report, out, err = run_probe(
+        target,
+        python=python,
+        loggers=loggers,
+        path=path,
+        cwd=cwd,
+        django_settings=django_settings,
+        app_module=app_module,
+    )
     return analyse(target.value, report, out, err)
 
 
@@ -360,6 +440,7 @@ def format_table(report: LogReport) -> str:
     ]
     text.append("")
     text.append("cells: err/out = written once to stderr/stdout, x2 = twice, . = below level")
+    text.extend(f"note: {n}" for n in report.notes)
     if report.findings:
         text.append(f"{len(report.findings)} problem(s):")
         text.extend(f"  [{f.code}] {f.message}" for f in report.findings)

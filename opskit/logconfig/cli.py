@@ -10,7 +10,7 @@ import typer
 
 from opskit.commands import app, command_group, spec_command
 from opskit.errors import CheckFailed, UsageError
-from opskit.options import Output, SpecArgs
+from opskit.options import Output, SpecArgs, say
 
 if TYPE_CHECKING:
     from opskit.spec import AppSpec
@@ -61,17 +61,52 @@ def init(
     ] = None,
     loggers: LoggerOpt = None,
     kind: Annotated[
-        str, typer.Option("--as", help="json, yaml, python (a module) or django (LOGGING).")
-    ] = "json",
+        str | None,
+        typer.Option(
+            "--as",
+            help="json, yaml, python (a module) or django (LOGGING) "
+            "[json; for a Django project json and django_logging.py].",
+        ),
+    ] = None,
     access: Annotated[
         str, typer.Option("--access", help="Where access lines go: stderr, stdout or off.")
     ] = "stderr",
 ) -> None:
     """Write a logging config: every record once, to stderr, with explicit levels."""
-    from opskit.logconfig.build import render_logging
+    from opskit.logconfig.build import django_settings, libraries_to_route, render_logging
 
-    files = render_logging(_load_with_loggers(spec, loggers), output=kind, fmt=fmt, access=access)
+    loaded = _load_with_loggers(spec, loggers)
+    project = _project(loaded)
+    django = django_settings(loaded, project) if kind is None else None
+    route = libraries_to_route(loaded, project)
+    files = render_logging(
+        loaded,
+        output=kind or "json",
+        fmt=fmt,
+        access=access,
+        django=django is not None,
+        route=route,
+    )
     out.emit(files)
+    for library in route:
+        say(
+            f"route      {library}: the config routes it through the stdlib logging "
+            "(opskit_logging.Route), so each of its records is written once, with its priority"
+        )
+    if django is not None:
+        settings, source = django
+        where = settings.replace(".", "/") + ".py"
+        say(
+            f"django     {settings} ({source}): add 'from django_logging import LOGGING' to "
+            f"{where}, so that each django.* record is written once (with log-config set, the "
+            "unit puts the config's directory on PYTHONPATH)"
+        )
+
+
+def _project(spec: AppSpec) -> Path:
+    """The app's project directory: its working directory if here, else the current one."""
+    workdir = Path(spec.working_directory)
+    return workdir if workdir.is_dir() else Path.cwd()
 
 
 @spec_command(logging_app, "logging check", name="option")
@@ -96,8 +131,22 @@ def check(
         list[str] | None, typer.Option("--logger", help="Another logger to probe, repeatable.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    django: Annotated[
+        str | None,
+        typer.Option(
+            "--django-settings",
+            metavar="MODULE",
+            help="Run Django's setup with these settings after the config, as a worker "
+            "does [found from manage.py or DJANGO_SETTINGS_MODULE; 'none': not at all].",
+        ),
+    ] = None,
 ) -> None:
-    """Load a logging config in a subprocess and report where each level's records go."""
+    """Load a logging config in a subprocess and report where each level's records go.
+
+    As a worker of the server would, it then runs Django's setup (a Django project) and
+    imports the app (when the target is a config file), so Django's own handlers and a
+    structlog or loguru beside the stdlib logging show up in the report.
+    """
     import json
 
     from opskit.config import find_config
@@ -137,8 +186,26 @@ def check(
             loaded.python if loaded is not None and Path(loaded.python).exists() else sys.executable
         )
 
+    from opskit.logconfig.build import django_settings
+
+    settings = None if django == "none" else django
+    app_module = None
+    if loaded is not None:
+        if django is None:
+            found = django_settings(loaded, _project(loaded))
+            settings = found[0] if found else None
+        if parsed.kind == "file" and loaded.app:
+            app_module = loaded.app.split(":", 1)[0]
+    if settings:
+        # Django's loggers: its defaults give "django" a handler of its own.
+        extra += ["django", "django.request"]
     report = check_logging(
-        parsed, python=python, loggers=relevant_loggers(package, extra), path=path
+        parsed,
+        python=python,
+        loggers=relevant_loggers(package, extra),
+        path=path,
+        django_settings=settings,
+        app_module=app_module,
     )
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))

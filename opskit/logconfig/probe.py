@@ -123,6 +123,31 @@ except BaseException as exc:  # the app's own failure is the finding, whatever i
         exc = exc.__cause__
     report["error"] = ": ".join(messages)
 
+
+def _failure(exc):
+    messages = []
+    while exc is not None:
+        messages.append("".join(traceback.format_exception_only(type(exc), exc)).strip())
+        exc = exc.__cause__
+    return ": ".join(messages)
+
+
+# What a worker does after the server applied the config: Django's setup applies its own
+# defaults and then settings.LOGGING; the app's import may configure structlog or loguru.
+if params.get("django_settings") and report["error"] is None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = params["django_settings"]
+    try:
+        import django
+
+        django.setup(set_prefix=False)
+    except BaseException as exc:
+        report["django_error"] = _failure(exc)
+if params.get("app_module") and report["error"] is None:
+    try:
+        importlib.import_module(params["app_module"])
+    except BaseException as exc:
+        report["app_error"] = _failure(exc)
+
 names = ["root", *params["loggers"]]
 for name, obj in sorted(logging.root.manager.loggerDict.items()):
     # Loggers the config or the app set up themselves are relevant too.
@@ -183,6 +208,53 @@ for index, name in enumerate(names):
             logger.log(getattr(logging, level), '%s - "%s %s HTTP/%s" %d', *args)
         else:
             logger.log(getattr(logging, level), "%s", marker)
+
+# structlog and loguru beside the stdlib: one record each, counted on the streams by the
+# parent, and noted here when it passed through a stdlib handler (the config's).
+through = []
+
+
+class _Seen(logging.Filter):
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if "opskit-probe#lib." in message:
+            through.append(message.split("opskit-probe#lib.", 1)[1].split("#", 1)[0])
+        return True
+
+
+# The handlers of the logger tree only: loguru's routing sink is a Handler too, outside it.
+_tree = [logging.root] + [
+    obj for obj in logging.root.manager.loggerDict.values() if isinstance(obj, logging.Logger)
+]
+_seen = _Seen()
+for _logger in _tree:
+    for _handler in _logger.handlers:
+        if _seen not in _handler.filters:
+            _handler.addFilter(_seen)
+report["libraries"] = []
+for library in ("structlog", "loguru"):
+    if library not in sys.modules:
+        continue
+    marker = "opskit-probe#lib.%s#" % library
+    try:
+        if library == "structlog":
+            import structlog
+
+            structlog.get_logger("opskit.probe").warning(marker)
+        else:
+            from loguru import logger as loguru_logger
+
+            loguru_logger.warning(marker)
+    except Exception as exc:
+        report["libraries"].append({"library": library, "error": repr(exc)})
+        continue
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    report["libraries"].append({"library": library, "marker": marker})
+report["through"] = through
 
 for stream in (sys.stdout, sys.stderr):
     stream.flush()
