@@ -484,11 +484,18 @@ def http_json(
 
 
 def opskit(
-    box: Container, *args: str, cwd: str | None = None, timeout: float = 180.0
+    box: Container,
+    *args: str,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run this checkout's opskit inside the container, as root (in ``cwd``, a project
-    directory whose pyproject.toml it then reads); never raises on its exit code."""
+    directory whose config it then reads; with ``env`` added to its environment); never
+    raises on its exit code."""
     argv = [OPSKIT, *args]
+    if env:
+        argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
     if cwd is not None:
         argv = ["/bin/sh", "-c", f'cd {shlex.quote(cwd)} && exec "$@"', "opskit", *argv]
     return box.run(*argv, check=False, timeout=timeout)
