@@ -268,3 +268,22 @@ def test_a_bad_allow_entry_names_the_file(cli, here: Path) -> None:
     )
     flag = cli("systemd", "--ip-address-allow", "db.example.com", "-o", "-")
     assert flag.code == 2 and "opskit.toml" not in flag.err and "'db.example.com'" in flag.err
+
+
+def test_a_uwsgi_log_config_without_its_loader_is_named(cli, here: Path) -> None:
+    conf = here / "conf"
+    conf.mkdir()
+    args = ("systemd", "demo", "--server", "uwsgi", "--app", "demoapp:app", "-o", "-")
+    log_config = ("--set", f"log-config={conf}/logging.json")
+    # A config written for gunicorn: no opskit_logsetup.py, which uWSGI's --import needs.
+    assert (
+        cli("logging", "init", "demo", "--app", "demoapp:app", *log_config, "-o", str(conf)).code
+        == 0
+    )
+    result = cli(*args, *log_config)
+    assert result.code == 0, result.err
+    assert f"warning    log-config: {conf} has no opskit_logsetup.py" in result.err
+    assert cli("logging", "init", "demo", "--server", "uwsgi", "--app", "demoapp:app", *log_config,
+               "-o", str(conf), "--force").code == 0  # fmt: skip
+    result = cli(*args, *log_config)
+    assert "opskit_logsetup" in result.out and "has no opskit_logsetup.py" not in result.err

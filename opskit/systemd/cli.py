@@ -59,6 +59,7 @@ def systemd(
     files = render_units(loaded, decision)
     for note in decision.notes:
         say(f"network    {note}")
+    _warn_about_log_config(loaded)
     if install:
         _install(loaded, files, unit_dir, force=out.force, enable=enable, restart=restart)
         return
@@ -145,3 +146,19 @@ def _install(
         say(f"note       {unit} runs its old definition until restarted (--restart)")
     for item in done.files:
         _say_score(item.path)
+
+
+def _warn_about_log_config(spec: AppSpec) -> None:
+    """Say when log-config's directory is here but lacks what the unit imports from it.
+
+    uWSGI (and a command) load the config through ``--import opskit_logsetup``; when that
+    module is missing uWSGI logs a ModuleNotFoundError and serves on, unconfigured.
+    """
+    if not spec.log_config or spec.server not in ("uwsgi", "command"):
+        return
+    directory = Path(spec.log_config).parent
+    if directory.is_dir() and not (directory / "opskit_logsetup.py").is_file():
+        say(
+            f"warning    log-config: {directory} has no opskit_logsetup.py, which {spec.server} "
+            "imports to apply the config: run opskit logging init for this spec there"
+        )
