@@ -47,3 +47,26 @@ def test_socket_in_tmp_with_a_user_gets_a_writable_shared_tmp(cli, tmp_path: Pat
     assert "PrivateTmp=no" in lines
     assert "ReadWritePaths=/tmp" in lines
     assert verify(tmp_path / "app.service") == ""
+
+
+@needs_analyze
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_gunicorn_may_chown_the_socket_it_binds(cli, tmp_path: Path, server):
+    app = "pkg:asgi" if server == "uvicorn" else "pkg:app"
+    result = cli(
+        "systemd", "app", "--server", server, "--app", app,
+        "--unix-socket", "/run/app/app.sock", "-o", str(tmp_path),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    lines = (tmp_path / "app.service").read_text().splitlines()
+    filters = [line for line in lines if line.startswith("SystemCallFilter=")]
+    # gunicorn chowns its unix socket after bind (sock.py); @privileged holds chown.
+    expected = ["@system-service", "~@privileged @resources"]
+    if server == "gunicorn":
+        expected.append("@chown")
+        assert (
+            "# Relaxed: SystemCallFilter=@chown: gunicorn chowns its unix socket after bind"
+            in lines
+        )
+    assert [f.split("=", 1)[1] for f in filters] == expected
+    assert verify(tmp_path / "app.service") == ""

@@ -102,6 +102,13 @@ def hardening(
             ("SystemCallArchitectures", "native"),
             ("SystemCallFilter", "@system-service"),
             ("SystemCallFilter", "~@privileged @resources"),
+        ]
+        if gunicorn_chowns_its_socket(spec):
+            # gunicorn chown()s a unix socket to its own user after bind; @privileged
+            # holds chown, so the bind fails with EPERM. A later allow entry adds it back.
+            d.append(("SystemCallFilter", "@chown"))
+            notes.append("SystemCallFilter=@chown: gunicorn chowns its unix socket after bind")
+        d += [
             ("SystemCallErrorNumber", "EPERM"),
             ("UMask", "0077"),
         ]
@@ -113,3 +120,8 @@ def hardening(
     if writable:
         d.append(("ReadWritePaths", " ".join(systemd_word(p) for p in writable)))
     return d, notes
+
+
+def gunicorn_chowns_its_socket(spec: AppSpec) -> bool:
+    """Whether gunicorn binds a unix socket itself (and so calls chown on it)."""
+    return spec.server == "gunicorn" and bool(spec.unix_socket) and not spec.socket
