@@ -133,6 +133,14 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     ),
     SpecOption("preload", ("--preload",), bool, "gunicorn --preload.", _R, toggle=True),
     SpecOption("lazy_apps", ("--lazy-apps",), bool, "uWSGI lazy-apps.", _R, toggle=True),
+    SpecOption(
+        "canary",
+        ("--canary",),
+        bool,
+        "Serve the new code from a throwaway server before the reload [on].",
+        _R,
+        toggle=True,
+    ),
     # The logging config.
     SpecOption(
         "log_level",

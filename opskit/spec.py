@@ -77,6 +77,8 @@ class AppSpec:
     server_args: tuple[str, ...] = ()
     preload: bool = False
     lazy_apps: bool = True
+    # Reload script: boot the new code in a throwaway server before signalling the real one.
+    canary: bool = True
     log_config: str | None = None
     log_format: str | None = None
     log_level: str = "INFO"
@@ -259,7 +261,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         if not DURATION.fullmatch(sec):
             raise SpecError(f"restart-sec: expected a duration like 5, 500ms or 1min, got {sec!r}")
         v["restart_sec"] = sec
-    for key in ("socket", "preload", "lazy_apps"):
+    for key in ("socket", "preload", "lazy_apps", "canary"):
         if key in raw:
             v[key] = validate_bool(key.replace("_", "-"), raw[key])
     if raw.get("description") is not None:

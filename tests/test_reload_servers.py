@@ -136,8 +136,12 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s.kill()
 
 
-def run_script(script: Path, *args: str, timeout: int = 30) -> subprocess.CompletedProcess[str]:
+def run_script(
+    script: Path, *args: str, timeout: int = 30, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RELOAD_TIMEOUT": str(timeout)}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run(
         ["bash", str(script), *args],
         capture_output=True,
@@ -259,10 +263,28 @@ def test_without_paths_the_processes_prove_the_reload(site: Site, cli, server):
 
 def test_without_a_health_path_a_server_error_at_root_fails(site: Site, cli):
     script = start(site, cli, "gunicorn", paths={})
+    before = workers(site)
     with (site.dir / "demoapp.py").open("a") as handle:
         handle.write(ROOT_FAILS)
     proc = run_script(script, timeout=8)
     assert proc.returncode == 1, proc.stderr
+    # The canary served the new code first: refused before any signal.
+    assert "FAILED: canary: the new code does not serve: / answers '500 boom'" in proc.stderr
+    assert "reload:" not in proc.stderr
+    assert before <= workers(site)
+    assert get_status(site.port, "/") == 200
+
+
+def test_without_the_canary_a_server_error_at_root_fails_only_after_the_reload(site: Site, cli):
+    """What --no-canary gives up: new code that imports but fails is caught after the signal."""
+    site.server = "gunicorn"
+    script = site.script(cli, "--no-canary", paths={})
+    site.start(gunicorn(site))
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write(ROOT_FAILS)
+    proc = run_script(script, timeout=8)
+    assert proc.returncode == 1, proc.stderr
+    assert "preflight: importing the new code (no canary" in proc.stderr
     assert "FAILED: after 8s: / answers '500 boom'" in proc.stderr
 
 
@@ -280,7 +302,7 @@ def test_a_health_path_the_app_does_not_serve_is_refused_before_any_signal(site:
         "FAILED: health-path /healthz answers '404 not found' on the running server, "
         "expected 2xx; nothing reloaded"
     ) in proc.stderr
-    assert "preflight: importing" not in proc.stderr and "reload:" not in proc.stderr
+    assert "canary:" not in proc.stderr and "reload:" not in proc.stderr
     assert seconds < 20, f"refused after {seconds:.1f} s, not at once"
     # Nothing was signalled: the same master and workers serve the old code.
     assert site.pidfile.read_text().strip() == master
@@ -302,7 +324,7 @@ def test_broken_code_is_not_reloaded(site: Site, cli, server):
     proc = run_script(script, "v2")
     assert proc.returncode == 1
     assert "a broken deploy" in proc.stderr, proc.stderr + site.logs()
-    assert "FAILED: preflight: the new code does not import" in proc.stderr
+    assert "FAILED: canary: the new code's server exited before it answered" in proc.stderr
     # Nothing was signalled: the same processes serve the old code.
     assert {site.version() for _ in range(12)} == {"v1"}
     assert pids(site.port) <= before
@@ -414,3 +436,70 @@ def _children_of_pidfile(pidfile: Path, count: int) -> bool:
         return False
     pid = int(pidfile.read_text())
     return len(_children(pid)) >= count
+
+
+#: New code that imports, while every request raises (the server answers 500).
+EVERY_REQUEST_RAISES = """
+
+def _respond(path):
+    raise RuntimeError("a handler that raises")
+"""
+
+
+class Load:
+    """A bounded load on /version from 4 threads (at most 25 req/s each) while it runs."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(4)]
+
+    def _client(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                body = get(self.port, "/version")
+                self.ok += 1
+                if body != "v1":
+                    self.failed.append(f"served {body!r}")
+            except (OSError, urllib.error.URLError) as exc:
+                self.failed.append(type(exc).__name__)
+            time.sleep(max(0.0, 0.04 - (time.monotonic() - began)))
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+@pytest.mark.parametrize("breakage", ["import", "lazy"])
+def test_a_broken_release_is_refused_by_the_canary_under_load(site: Site, cli, server, breakage):
+    script = start(site, cli, server)
+    before = workers(site)
+    (site.dir / "VERSION").write_text("v2\n")
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write(BROKEN if breakage == "import" else EVERY_REQUEST_RAISES)
+    tmpdir = site.dir / "tmp"
+    tmpdir.mkdir()
+    with Load(site.port) as load:
+        proc = run_script(script, "v2", timeout=60, tmpdir=tmpdir)
+    assert proc.returncode == 1, proc.stderr + site.logs()
+    assert "FAILED: canary: " in proc.stderr, proc.stderr
+    assert "canary| " in proc.stderr
+    assert load.ok > 0 and load.failed == [], load.failed[:5]
+    # Nothing was signalled, and the canary left nothing behind.
+    assert before <= workers(site)
+    assert {site.version() for _ in range(12)} == {"v1"}
+    assert list(tmpdir.iterdir()) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opskit.errors import SpecError
+from opskit.reload.canary import plan_canary
 from opskit.reload.plan import fifo_path, pidfile_path, plan_reload
 from opskit.render import RenderedFile, ini_value, render_template
 from opskit.spec import AppSpec
@@ -53,6 +54,7 @@ def render_reload(spec: AppSpec) -> list[RenderedFile]:
         "reload/reload.sh.j2",
         spec=spec,
         plan=plan,
+        canary=plan_canary(spec),
         unit=f"{spec.name}.service",
         environment=environment(spec),
         timeout=spec.graceful_timeout + 30,

@@ -1,4 +1,7 @@
-import http.client, socket, sys
+import http.client, signal, socket, sys
+
+# Ctrl-C reaches the whole process group: stop quietly, the script reports it.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 host, port, uds, health, version, probes = sys.argv[1:7]
 if host in ("0.0.0.0", ""):

@@ -68,6 +68,9 @@ TIMING = {
     "test_reload_socket.py::test_socket_activation_drops_nothing_across_restarts": (
         "failed requests of a rate-bound load across two restarts"
     ),
+    "test_canary.py::test_broken_releases_are_refused_under_load_and_a_good_one_reloads": (
+        "failed requests of a rate-bound load across refused and good reloads"
+    ),
     # Asserts no time, but gives the access line a fixed 0.5 s to reach the journal
     # (time.sleep) instead of waiting for it: beside a neighbour that can be too short.
     "test_logging_journal.py::test_journal_priorities_follow_levels": (

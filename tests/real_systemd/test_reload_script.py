@@ -135,11 +135,17 @@ def test_broken_code_keeps_the_old_code_serving(boot, demo_dir: Path):
         handle.write(BROKEN)
     proc, _ = _reload(box, "2")
     assert proc.returncode == 1
-    assert "FAILED: preflight: the new code does not import" in proc.stderr
+    assert "FAILED: canary: the new code's server exited before it answered" in proc.stderr
+    # The canary's own log lines, from its transient unit's journal, name the cause.
+    assert "canary| " in proc.stderr and "RuntimeError" in proc.stderr, proc.stderr
     assert box.http_get(url("/version")).body.strip() == "1"
     assert box.main_pid(unit) == main_before
     # Nothing was signalled: systemd logged no reload of the unit.
     assert "Reloading" not in box.journal(unit)
+    # The canary left no unit and no runtime directory behind.
+    units = box.run("systemctl", "list-units", "--all", "--plain", "--no-legend", "demo-canary-*")
+    assert units.stdout.strip() == "", units.stdout
+    assert box.run("sh", "-c", "ls -d /run/demo-canary-* 2>/dev/null", check=False).stdout == ""
 
 
 def test_stopped_service_is_reported(boot):
