@@ -76,11 +76,11 @@ _NOT_FOR_THE_CANARY = frozenset(
 )  # fmt: skip
 
 
-#: How the script stops a canary, for every server: at once, nothing to drain. SIGINT is a
-#: quick shutdown for gunicorn, Ctrl-C for uvicorn, and "kill the workers now" for uWSGI,
-#: whose SIGTERM would reload it instead of stopping it.
-STOP_SIGNAL = "SIGINT"
-#: Seconds systemd waits after STOP_SIGNAL before SIGKILL.
+#: How the script stops a canary: at once. It has served its one check and has nothing
+#: to drain, its files live in its own directory, and a graceful stop costs time (gunicorn
+#: waits for its worker; uWSGI's SIGTERM would even reload it instead of stopping it).
+STOP_SIGNAL = "SIGKILL"
+#: Seconds systemd waits for the processes to go.
 STOP_TIMEOUT = 10
 
 
