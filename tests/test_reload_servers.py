@@ -503,3 +503,40 @@ def test_a_broken_release_is_refused_by_the_canary_under_load(site: Site, cli, s
     assert before <= workers(site)
     assert {site.version() for _ in range(12)} == {"v1"}
     assert list(tmpdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_script_leaves_no_canary_behind(site: Site, cli, signo):
+    script = start(site, cli, "gunicorn")
+    before = workers(site)
+    (site.dir / "VERSION").write_text("v2\n")
+    with (site.dir / "demoapp.py").open("a") as handle:
+        # Imports slowly: the canary is still starting when the signal comes.
+        handle.write("\nimport time as _time\n\n_time.sleep(60)\n")
+    tmpdir = site.dir / "tmp"
+    tmpdir.mkdir()
+    proc = subprocess.Popen(
+        ["bash", str(script), "v2"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmpdir)},
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    # The canary's directory appears once it is being started.
+    while not list(tmpdir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmpdir.iterdir()), "the canary never started"
+    time.sleep(0.5)
+    # To the whole group, as a terminal's Ctrl-C does (SIGTERM: as a supervisor does).
+    os.killpg(proc.pid, signo)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == (130 if signo == signal.SIGINT else 143), err
+    assert list(tmpdir.iterdir()) == []
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"{tmpdir}/"], capture_output=True, text=True, check=False
+    ).stdout
+    assert leftover == "", leftover
+    assert before <= workers(site)
+    assert {site.version() for _ in range(12)} == {"v1"}
+    assert "Traceback" not in err, err
