@@ -13,7 +13,7 @@ from opskit.spec import AppSpec, build_spec
 CONFIG_NAMES = ("opskit.toml", "pyproject.toml")
 
 
-def _toml() -> Any:
+def toml_module() -> Any:
     """The TOML parser, imported when a file or a --set value is read (not at start-up)."""
     if sys.version_info >= (3, 11):
         import tomllib
@@ -68,11 +68,11 @@ def _refuse_a_misspelt_table(path: Path, tools: object) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = _toml().loads(path.read_text(encoding="utf-8"))
+        data: dict[str, Any] = toml_module().loads(path.read_text(encoding="utf-8"))
         return data
     except OSError as exc:
         raise UsageError(f"{path.name}: cannot read: {exc.strerror}") from None
-    except (_toml().TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (toml_module().TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path.name}: not valid TOML: {exc}") from None
 
 
@@ -168,7 +168,7 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     if not sep or not table:
         raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
     try:
-        value = _toml().loads(f"v = {text}")["v"]
-    except _toml().TOMLDecodeError:
+        value = toml_module().loads(f"v = {text}")["v"]
+    except toml_module().TOMLDecodeError:
         value = text
     return key, value

@@ -29,7 +29,7 @@ from opskit.init.sources import (
     python_files,
     rank,
 )
-from opskit.systemd.dependencies import canonical
+from opskit.systemd.dependencies import declared, installed
 
 SERVERS = ("gunicorn", "uvicorn", "uwsgi")
 
@@ -84,50 +84,6 @@ def server_from_files(root: Path) -> tuple[Found | None, str | None]:
                 app = f"{app}:application"  # gunicorn's own default attribute
             return Found(base, "Procfile"), app
     return None, None
-
-
-def declared_dependencies(root: Path) -> tuple[set[str], list[str]]:
-    """Names declared in pyproject.toml ([project], Poetry) and requirements*.txt."""
-    from opskit.systemd.dependencies import _requirement_name, _strings
-
-    names: set[str] = set()
-    sources: list[str] = []
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file():
-        from opskit.config import _toml
-
-        try:
-            data: dict[str, Any] = _toml().loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, _toml().TOMLDecodeError):
-            data = {}
-        declared = data.get("project", {}).get("dependencies", [])
-        poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
-        found = {n for n in map(_requirement_name, _strings(declared)) if n}
-        found |= {canonical(n) for n in poetry if n != "python"}
-        if found:
-            names |= found
-            sources.append("pyproject.toml")
-    for path in sorted(root.glob("requirements*.txt")):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        names |= {n for n in map(_requirement_name, lines) if n}
-        sources.append(path.name)
-    return names, sources
-
-
-def site_packages(venv: Path) -> list[Path]:
-    return sorted(venv.glob("lib*/python*/site-packages"))
-
-
-def installed(venv: Path) -> dict[str, Path]:
-    """Installed distribution name -> its metadata directory."""
-    out: dict[str, Path] = {}
-    for site in site_packages(venv):
-        for meta in (*site.glob("*.dist-info"), *site.glob("*.egg-info")):
-            out[canonical(meta.name.split("-", 1)[0].removesuffix(".egg-info"))] = meta
-    return out
 
 
 def top_level_packages(meta: Path) -> list[str]:
@@ -224,14 +180,15 @@ def detect(root: Path, project: dict[str, Any], environ: dict[str, str] | None =
     d = Detection(name=Found(name, source_name))
 
     configured, procfile_app = server_from_files(root)
-    declared, declared_sources = declared_dependencies(root)
+    listed = declared(root)
+    declared_names, declared_sources = set(listed.names), listed.sources
     d.venv = find_venv(root, raw_name, environ)
-    venv_packages = installed(Path(d.venv.value)) if d.venv else {}
-    d.dependencies = frozenset(declared | set(venv_packages))
+    venv_packages = (installed(Path(d.venv.value)) if d.venv else None) or {}
+    d.dependencies = frozenset(declared_names | set(venv_packages))
 
     files = list(python_files(root))
     d.django_settings = django_settings_module(root)
-    hint = configured or choose_server(None, (declared, "declared"))[0]
+    hint = configured or choose_server(None, (declared_names, "declared"))[0]
     server_hint = hint.value if hint else None
     if d.django_settings:
         d.app = django_app(root, d.django_settings, server_hint)
@@ -242,7 +199,7 @@ def detect(root: Path, project: dict[str, Any], environ: dict[str, str] | None =
         if not apps:
             # A project that only declares its app as a dependency (httpbin): look in the
             # venv at the declared distributions' own packages.
-            apps = _apps_in_dependencies(declared, venv_packages)
+            apps = _apps_in_dependencies(declared_names, venv_packages)
         if apps:
             d.app = apps[0]
             others = [c.target for c in apps[1:4] if c.target != apps[0].target]
@@ -257,7 +214,7 @@ def detect(root: Path, project: dict[str, Any], environ: dict[str, str] | None =
     else:
         d.server, passed = choose_server(
             kind,
-            (declared, " and ".join(declared_sources) or "the declared dependencies"),
+            (declared_names, " and ".join(declared_sources) or "the declared dependencies"),
             (venv_packages, "the venv"),
         )
         if passed:

@@ -74,9 +74,10 @@ def init(
 ) -> None:
     """Write a logging config: every record once, to stderr, with explicit levels."""
     from opskit.logconfig.build import django_settings, libraries_to_route, render_logging
+    from opskit.systemd.dependencies import project_dir
 
     loaded = _load_with_loggers(spec, loggers)
-    project = _project(loaded)
+    project = project_dir(loaded)
     django = django_settings(loaded, project) if kind is None else None
     route = libraries_to_route(loaded, project)
     files = render_logging(
@@ -101,12 +102,6 @@ def init(
             f"{where}, so that each django.* record is written once (with log-config set, the "
             "unit puts the config's directory on PYTHONPATH)"
         )
-
-
-def _project(spec: AppSpec) -> Path:
-    """The app's project directory: its working directory if here, else the current one."""
-    workdir = Path(spec.working_directory)
-    return workdir if workdir.is_dir() else Path.cwd()
 
 
 @spec_command(logging_app, "logging check", name="option")
@@ -187,12 +182,13 @@ def check(
         )
 
     from opskit.logconfig.build import django_settings
+    from opskit.systemd.dependencies import project_dir
 
     settings = None if django == "none" else django
     app_module = None
     if loaded is not None:
         if django is None:
-            found = django_settings(loaded, _project(loaded))
+            found = django_settings(loaded, project_dir(loaded))
             settings = found[0] if found else None
         if parsed.kind == "file" and loaded.app:
             app_module = loaded.app.split(":", 1)[0]

@@ -9,7 +9,6 @@ names come from pyproject.toml, requirements*.txt and the venv's metadata direct
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,30 +104,28 @@ class Dependencies:
     problems: tuple[str, ...] = ()
 
 
-def dependencies(spec: AppSpec, project: Path) -> Dependencies:
-    """The project's declared dependencies and, where the venv exists here, its installed ones.
+def declared(project: Path) -> Dependencies:
+    """The distributions ``project`` declares, their names PEP 503 normalised.
 
-    Declared: pyproject.toml's ``[project].dependencies`` (and Poetry's table), and every
-    ``requirements*.txt`` in ``project``. Installed: the names of the venv's dist-info (and
-    egg-info) directories; nothing is imported or run.
+    Read from pyproject.toml's ``[project].dependencies`` (and Poetry's table) and from
+    every ``requirements*.txt``.
     """
     names: set[str] = set()
     sources: list[str] = []
     problems: list[str] = []
     pyproject = project / "pyproject.toml"
     if pyproject.is_file():
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - exercised only on 3.10
-            import tomli as tomllib
+        from opskit.config import toml_module
+
+        tomllib = toml_module()
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             problems.append(f"pyproject.toml: not read ({exc})")
         else:
-            declared = data.get("project", {}).get("dependencies", [])
+            listed = data.get("project", {}).get("dependencies", [])
             poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
-            found = [n for n in map(_requirement_name, _strings(declared)) if n]
+            found = [n for n in map(_requirement_name, _strings(listed)) if n]
             found += [canonical(n) for n in poetry if n != "python"]
             names.update(found)
             sources.append("pyproject.toml")
@@ -140,25 +137,36 @@ def dependencies(spec: AppSpec, project: Path) -> Dependencies:
             continue
         names.update(n for n in map(_requirement_name, lines) if n)
         sources.append(path.name)
-    installed = _installed(Path(spec.venv_path))
-    if installed is not None:
-        names.update(installed)
-        sources.append(f"the venv's {len(installed)} installed distributions")
     return Dependencies(frozenset(names), tuple(sources), tuple(problems))
+
+
+def installed(venv: Path) -> dict[str, Path] | None:
+    """The venv's installed distributions, name -> metadata directory; None without a venv.
+
+    Read from the dist-info (and egg-info) directories' names: nothing is imported or run.
+    """
+    if not venv.is_dir():
+        return None
+    found: dict[str, Path] = {}
+    for site in sorted(venv.glob("lib*/python*/site-packages")):
+        for meta in (*site.glob("*.dist-info"), *site.glob("*.egg-info")):
+            found[canonical(meta.name.split("-", 1)[0].removesuffix(".egg-info"))] = meta
+    return found
+
+
+def dependencies(spec: AppSpec, project: Path) -> Dependencies:
+    """The project's declared dependencies and, where the venv exists here, its installed ones."""
+    listed = declared(project)
+    names, sources = set(listed.names), list(listed.sources)
+    present = installed(Path(spec.venv_path))
+    if present is not None:
+        names.update(present)
+        sources.append(f"the venv's {len(present)} installed distributions")
+    return Dependencies(frozenset(names), tuple(sources), listed.problems)
 
 
 def _strings(value: object) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _installed(venv: Path) -> set[str] | None:
-    if not venv.is_dir():
-        return None
-    names = set()
-    for site in venv.glob("lib*/python*/site-packages"):
-        for meta in (*site.glob("*.dist-info"), *site.glob("*.egg-info")):
-            names.add(canonical(meta.name.split("-", 1)[0].removesuffix(".egg-info")))
-    return names
 
 
 def project_dir(spec: AppSpec, cwd: Path | None = None) -> Path:
