@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,26 @@ import pytest
 from opskit.cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The wheels make test downloads (make wheelhouse): published packages, installed offline.
+WHEELHOUSE = Path(os.environ.get("OPSKIT_WHEELHOUSE", ROOT / "build" / "wheelhouse"))
+
+
+def wheelhouse_venv(path: Path, *packages: str) -> Path:
+    """A throwaway venv at ``path`` with ``packages`` from the wheelhouse (offline, no deps)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install"),
+            *("--no-index", "--no-deps", "--find-links", str(WHEELHOUSE), *packages),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    return path
+
+
 EXAMPLE = ROOT / "opskit" / "example"
 
 

@@ -10,18 +10,16 @@ tests/real_systemd/test_logging_real_apps.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import WHEELHOUSE, wheelhouse_venv
 
 pytestmark = [pytest.mark.pip, pytest.mark.timeout(300)]
 
-WHEELHOUSE = Path(os.environ.get("OPSKIT_WHEELHOUSE", ROOT / "build" / "wheelhouse"))
 PACKAGES = ("django", "asgiref", "sqlparse", "structlog", "loguru")
 
 LIBS_APP = """\
@@ -44,19 +42,7 @@ def app(environ, start_response):
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not all(any(WHEELHOUSE.glob(f"{p}-*")) for p in PACKAGES):
         pytest.skip(f"the wheelhouse lacks one of {', '.join(PACKAGES)} (make wheelhouse)")
-    path = tmp_path_factory.mktemp("libs") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install"),
-            *("--no-index", "--no-deps", "--find-links", str(WHEELHOUSE), *PACKAGES),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=240,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    return path
+    return wheelhouse_venv(tmp_path_factory.mktemp("libs") / "venv", *PACKAGES)
 
 
 def write_project(root: Path, venv: Path, deps: list[str], **table: str) -> Path:

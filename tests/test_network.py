@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,10 +17,8 @@ from opskit.systemd.dependencies import Dependencies, dependencies, project_dir
 from opskit.systemd.endpoints import Endpoint, Unreadable, endpoints
 from opskit.systemd.network import decide, network_needs
 from opskit.systemd.units import render_units
-from tests.conftest import ROOT, needs_analyze, verify
+from tests.conftest import WHEELHOUSE, needs_analyze, verify, wheelhouse_venv
 from tests.unitfile import parse, security_score, value, values
-
-WHEELHOUSE = Path(os.environ.get("OPSKIT_WHEELHOUSE", ROOT / "build" / "wheelhouse"))
 
 
 def _spec(*env: str, **raw: object):
@@ -416,18 +412,7 @@ def test_installed_distributions_of_this_venv() -> None:
     not any(WHEELHOUSE.glob("psycopg-*")), reason="no wheelhouse with psycopg (make wheelhouse)"
 )
 def test_a_venv_with_psycopg_and_requests_installed(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"),
-            *("--no-index", "--no-deps", "--find-links", str(WHEELHOUSE), "psycopg", "requests"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
+    venv = wheelhouse_venv(tmp_path / "venv", "psycopg", "requests")
     spec = _spec(venv=str(venv), working_directory=str(tmp_path))
     assert project_dir(spec) == tmp_path
     decision = network_needs(spec, project_dir(spec))
