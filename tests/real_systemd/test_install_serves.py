@@ -105,3 +105,18 @@ def test_switching_to_a_socket_and_back_under_install(boot):
     main = box.main_pid("demo.service")
     holders = box.run("ss", "-Hltnp", "sport = :8000").stdout
     assert f"pid={main}," in holders or "gunicorn" in holders, holders
+
+
+@pytest.mark.parametrize(
+    ("server", "app"),
+    [("gunicorn", "demoapp:app"), ("uvicorn", "demoapp:asgi"), ("uwsgi", "demoapp:app")],
+)
+def test_a_unix_socket_serves_under_the_default_profile(boot, server, app):
+    # gunicorn chowns the socket it binds: without SystemCallFilter=@chown after
+    # ~@privileged, the bind fails with EPERM and gunicorn exits.
+    box = boot(f"unix-{server}")
+    done = install(box, *args(server, app, "--unix-socket", "/run/demo/app.sock"))
+    assert done.returncode == 0, done.stderr
+    assert "serving    demo.service: 5 answers in a row (GET /health: 200)" in done.stderr
+    answer = box.run("curl", "-sf", "--unix-socket", "/run/demo/app.sock", "http://x/health")
+    assert answer.stdout.strip() == "ok"
