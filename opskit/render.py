@@ -61,9 +61,25 @@ def systemd_exec_arg(text: str) -> str:
     return _systemd_quoted(text) if not text or _NEEDS_QUOTES.search(text) else text
 
 
+def systemd_executable(text: str) -> str:
+    """Escape the executable of an Exec line: specifiers apply to it, ``$`` expansion does not.
+
+    systemd never expands ``$`` in the path it executes, so it never undoes ``$$`` there
+    ("/srv/a$$b/venv/bin/gunicorn" fails with 203/EXEC). Quotes and backslashes are
+    refused earlier (validate_executable).
+    """
+    text = systemd_value(text)
+    return _systemd_quoted(text) if _NEEDS_QUOTES.search(text) else text
+
+
 def systemd_exec(argv: list[str] | tuple[str, ...]) -> str:
     """Join an argument vector into an ExecStart= value."""
-    return " ".join(systemd_exec_arg(a) for a in argv)
+    words = [systemd_exec_arg(a) for a in argv[1:]]
+    if "$" in argv[0]:
+        # The path is taken literally but argv[0] is expanded like every argument: the
+        # "@" prefix gives them separately, so each gets the escaping its own rules need.
+        return " ".join(["@" + systemd_executable(argv[0]), systemd_exec_arg(argv[0]), *words])
+    return " ".join([systemd_executable(argv[0]), *words])
 
 
 def systemd_env(pair: tuple[str, str]) -> str:
@@ -97,12 +113,39 @@ def make_var(text: str) -> str:
     return text
 
 
-def ini_value(text: str) -> str:
-    """Escape a value for uWSGI's ini parser, which has no quoting: reject what it cannot hold."""
+# --- uWSGI --------------------------------------------------------------------------------
+
+# After reading every option (command line, ini, UWSGI_* environment variables) uWSGI
+# rewrites each value in three passes (core/uwsgi.c): "$(NAME)" becomes an environment
+# variable, "@(FILE)" a file's contents, "%(NAME)" another option's value; a result is
+# scanned again. Nothing escapes them, so opskit refuses the opening sequences.
+_UWSGI_EXPANSION = re.compile(r"[$@%]\(")
+
+
+def uwsgi_arg(text: str) -> str:
+    """Return a uWSGI option value unchanged, or raise ValueError if uWSGI would rewrite it."""
     text = str(text)
+    found = _UWSGI_EXPANSION.search(text)
+    if found:
+        raise ValueError(
+            f"uWSGI would replace {found.group()}...) in {text!r} "
+            "(its config expansion has no escape)"
+        )
+    return text
+
+
+def ini_value(text: str) -> str:
+    """Escape a value for uWSGI's ini parser: ``%%`` for ``%``; refuse what it cannot hold.
+
+    Reading a config file, uWSGI replaces ``%`` and the character after it (core/utils.c
+    magic_sub(): ``%d`` the file's directory, ``%n`` its name, an unknown letter nothing),
+    and ``%%`` by ``%``. The parser has no quoting: a newline ends the value, blanks at
+    either end are stripped.
+    """
+    text = uwsgi_arg(text)
     if "\n" in text or text != text.strip() or text.startswith((";", "#")):
         raise ValueError(f"value cannot be written to an ini file: {text!r}")
-    return text
+    return text.replace("%", "%%")
 
 
 def json_value(value: Any, indent: int | None = None) -> str:

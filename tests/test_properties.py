@@ -20,7 +20,7 @@ from opskit.spec import build_spec
 from opskit.systemd.units import render_units
 from opskit.validate import validate_unit_name
 from tests.conftest import needs_analyze, verify
-from tests.unitfile import env_assignment, exec_words, parse, value, values
+from tests.unitfile import env_assignment, exec_argv0, exec_words, parse, value, values
 
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FAST = settings(max_examples=200, deadline=None)
@@ -133,7 +133,10 @@ def test_accepted_values_verify_and_round_trip(
 @given(exe=EXE, args=st.lists(TEXT, max_size=6))
 def test_accepted_commands_verify_and_round_trip(exe: str, args: list[str]) -> None:
     sections = _render_and_verify({"name": "cmd", "server": "command", "command": [exe, *args]})
-    assert exec_words(value(sections, "Service", "ExecStart")) == [exe, *args]
+    line = value(sections, "Service", "ExecStart")
+    # The path systemd executes, then the arguments; argv[0] is expanded separately.
+    assert exec_words(line) == [exe, *args]
+    assert exec_argv0(line) == exe
 
 
 UNIT_CHARS = st.sampled_from("abcXYZ019_.-")

@@ -81,7 +81,27 @@ def _specifiers(word: str) -> str:
 
 
 def exec_words(line: str) -> list[str]:
-    """Split an ExecStart= value into argv the way systemd does (quotes, escapes, %%, $$)."""
+    """Split an ExecStart= value into argv the way systemd does (quotes, escapes, %%, $$).
+
+    systemd expands $NAME (and undoes $$) in argv but not in the path it executes: with
+    an "@" prefix the path is the first word and argv starts with the second, both
+    returned here (the path first), so a caller sees each as systemd does.
+    """
+    if line.startswith("@"):
+        path, *argv = list_words(line[1:])
+        return [path, *(_dollars(word) for word in argv[1:])] if argv else [path]
+    words = list_words(line)
+    return words[:1] + [_dollars(word) for word in words[1:]]
+
+
+def exec_argv0(line: str) -> str:
+    """The argv[0] systemd passes for an ExecStart= value (the second word after "@")."""
+    words = list_words(line.removeprefix("@"))
+    return _dollars(words[1] if line.startswith("@") else words[0])
+
+
+def list_words(line: str) -> list[str]:
+    """Split a quoted list (ReadWritePaths=, Environment=) as systemd does: no $ expansion."""
     words: list[str] = []
     i = 0
     n = len(line)
@@ -117,7 +137,7 @@ def exec_words(line: str) -> list[str]:
             started = True
             i += 1
         assert quote is None, f"unbalanced quotes in {line!r}"
-        words.append(_dollars(_specifiers(word)))
+        words.append(_specifiers(word))
 
 
 def _dollars(word: str) -> str:
@@ -129,7 +149,7 @@ def _dollars(word: str) -> str:
 
 def env_assignment(raw: str) -> tuple[str, str]:
     """Undo one Environment= value as opskit writes it (one quoted NAME=VALUE word)."""
-    words = exec_words(raw.replace("$", "$$"))
+    words = list_words(raw)
     assert len(words) == 1, f"Environment= holds {len(words)} words: {raw!r}"
     name, sep, val = words[0].partition("=")
     assert sep

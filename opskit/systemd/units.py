@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from opskit.errors import SpecError
-from opskit.render import RenderedFile, render_template, systemd_value
+from opskit.render import RenderedFile, render_template, systemd_value, uwsgi_arg
 from opskit.spec import AppSpec
 from opskit.systemd.hardening import hardening, runtime_dir, under
 from opskit.systemd.network import NetworkDecision, decide
@@ -83,6 +83,7 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             no_reload_reason="a single uvicorn process exits on HUP instead of reloading",
         )
     if spec.server == "uwsgi":
+        _refuse_uwsgi_expansion(spec)
         argv = [f"{bin_dir}/uwsgi", "--master", "--module", str(spec.app)]
         if spec.socket:
             # uWSGI makes each LISTEN_FDS socket a socket of its own with the default
@@ -110,6 +111,34 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         # NotifyAccess=main suffices (its docs' NotifyAccess=all costs exposure).
         return ServerUnit(tuple(argv), "notify", kill_signal="SIGQUIT", reload=True)
     return ServerUnit(tuple(spec.command), "exec")
+
+
+def _refuse_uwsgi_expansion(spec: AppSpec) -> None:
+    """Refuse every spec value that uWSGI would read as an option and rewrite.
+
+    The values on its command line and in NAME.uwsgi.ini, and UWSGI_* environment
+    variables, which uWSGI reads as options too (core/uwsgi.c parse_sys_envs()).
+    """
+    values: list[tuple[str, str]] = [("app", str(spec.app))]
+    if spec.unix_socket:
+        values.append(("unix-socket", spec.unix_socket))
+    else:
+        values.append(("host", spec.host))
+    if spec.supervisor == "pidfile":
+        # Outside systemd the ini also carries chdir, pidfile and the FIFO beside it.
+        values.append(("working-directory", spec.working_directory))
+        values += [("pidfile", spec.pidfile)] if spec.pidfile else []
+    values += [(f"server-args[{i}]", arg) for i, arg in enumerate(spec.server_args)]
+    values += [
+        (f"environment.{name}", value)
+        for name, value in spec.environment
+        if name.startswith("UWSGI_")
+    ]
+    for key, value in values:
+        try:
+            uwsgi_arg(value)
+        except ValueError as exc:
+            raise SpecError(f"{key}: {exc}") from None
 
 
 def environment(spec: AppSpec) -> list[tuple[str, str]]:

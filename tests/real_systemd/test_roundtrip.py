@@ -110,3 +110,30 @@ def test_awkward_values_round_trip(boot, measure):
     assert set(env) <= set(environ)
     assert box.run("readlink", f"/proc/{pid}/cwd").stdout == WORKDIR + "\n"
     measure(f"round trip: {len(ARGS)} awkward arguments and {len(ENV)} variables exact")
+
+
+#: An executable path with the characters an Exec line's first word treats specially.
+EXE_DIR = "/opt/c$x ${HOME} 100%n $$"
+
+
+def test_an_executable_path_with_dollars_runs(boot, measure):
+    """systemd never expands "$" in the path it executes, but does in argv[0]."""
+    exe = f"{EXE_DIR}/python3"
+    spec = build_spec(
+        {
+            "name": "dollar",
+            "server": "command",
+            "command": [exe, "-c", "import time; time.sleep(3600)", "$HOME"],
+            "working_directory": EXE_DIR,
+        }
+    )
+    box = boot("dollarexe", app=False)
+    box.run("mkdir", "-p", "-m", "0755", EXE_DIR)
+    box.run("ln", "-s", "/usr/bin/python3", exe)
+    box.install_units(render_units(spec))
+    box.systemctl("start", "dollar.service")
+    pid = box.main_pid("dollar.service")
+    cmdline = (box.root / f"proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    assert cmdline == list(server_unit(spec).argv)
+    assert box.run("readlink", f"/proc/{pid}/exe").stdout.startswith("/usr/bin/python3")
+    measure("an executable under a path with '$', '${', '%' and '$$' runs with its argv exact")
