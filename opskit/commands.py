@@ -48,6 +48,15 @@ OUTPUT_PANEL = "Output"
 PANELS = (APP_PANEL, SPEC_PANEL, COMMAND_PANEL, CONFIG_PANEL, OUTPUT_PANEL)
 
 
+def _whole_number(text: str) -> int:
+    """An int flag's value: ASCII digits only (int() also takes "٣" or "８０" as numbers)."""
+    from opskit.validate import ASCII_DIGITS
+
+    if not ASCII_DIGITS.fullmatch(text.strip()):
+        raise typer.BadParameter(f"{text!r} is not a whole number")
+    return int(text)
+
+
 def annotation(option: SpecOption) -> Any:
     """The typer annotation of a spec option's parameter."""
     kind: Any = {str: str, int: int, bool: bool, list: list[str]}[option.kind]
@@ -55,7 +64,8 @@ def annotation(option: SpecOption) -> Any:
     info = typer.Option(
         *(decls if option.toggle else option.flags),
         help=option.help,
-        metavar=option.metavar,
+        metavar=option.metavar or ("<int>" if option.kind is int else None),
+        parser=_whole_number if option.kind is int else None,
         show_default=False,
         rich_help_panel=APP_PANEL if option.everywhere else SPEC_PANEL,
     )

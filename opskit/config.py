@@ -22,15 +22,21 @@ def toml_module() -> Any:
     return tomllib
 
 
-def _snake(table: Mapping[str, Any]) -> dict[str, Any]:
+def _snake(table: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
     for key, value in table.items():
         name = key.replace("-", "_")
+        if name in spelt:
+            # working_directory and working-directory are one key: which one wins would
+            # depend on their order in the file.
+            raise SpecError(f"{where}{spelt[name]!r} and {key!r} are the same key: keep one")
+        spelt[name] = key
         if name in ("environment", "loggers"):
             # Their keys are variable and logger names, which keep their spelling.
             out[name] = value
         elif isinstance(value, Mapping):
-            out[name] = _snake(value)
+            out[name] = _snake(value, f"{where}{key}: ")
         else:
             out[name] = value
     return out
@@ -45,7 +51,7 @@ def find_config(start: Path) -> Path | None:
     for name in CONFIG_NAMES:
         path = start / name
         if path.is_file():
-            tools = _read_toml(path).get("tool", {})
+            tools = _tool_table(path, _read_toml(path))
             if name == "pyproject.toml" and "opskit" not in tools:
                 _refuse_a_misspelt_table(path, tools)
                 continue
@@ -66,27 +72,68 @@ def _refuse_a_misspelt_table(path: Path, tools: object) -> None:
         )
 
 
+#: The deepest nesting of tables and arrays read from TOML. No spec key is nested more
+#: than two levels; past Python's recursion limit the parser would raise RecursionError.
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value``, without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level + 1)
+            if deepest > MAX_DEPTH:
+                break
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def load_toml(text: str, what: str) -> dict[str, Any]:
+    """Parse TOML text, refusing what no spec holds: a nesting deeper than MAX_DEPTH."""
+    try:
+        data: dict[str, Any] = toml_module().loads(text)
+    except RecursionError:
+        raise UsageError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    if _depth(data) > MAX_DEPTH:
+        raise UsageError(f"{what}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data: dict[str, Any] = toml_module().loads(path.read_text(encoding="utf-8"))
-        return data
+        return load_toml(path.read_text(encoding="utf-8"), path.name)
     except OSError as exc:
         raise UsageError(f"{path.name}: cannot read: {exc.strerror}") from None
     except (toml_module().TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path.name}: not valid TOML: {exc}") from None
 
 
+def _tool_table(path: Path, data: Mapping[str, Any]) -> Mapping[str, Any]:
+    tools = data.get("tool", {})
+    if not isinstance(tools, Mapping):
+        raise UsageError(f"{path.name}: 'tool' must be a table ([tool.opskit]), got {tools!r}")
+    return tools
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Return the opskit table of ``path`` with snake_case keys."""
     data = _read_toml(path)
-    table: Any = data if path.name != "pyproject.toml" else data.get("tool", {}).get("opskit")
-    if path.name == "opskit.toml" and "tool" in data and "opskit" in data["tool"]:
-        table = data["tool"]["opskit"]
+    table: Any = data
+    if path.name == "pyproject.toml" or "tool" in data:
+        # opskit.toml holds the keys at its top, or (copied from a pyproject.toml) in
+        # [tool.opskit]; a "tool" that is not a table is an error either way.
+        tools = _tool_table(path, data)
+        if path.name == "pyproject.toml" or "opskit" in tools:
+            table = tools.get("opskit")
     if table is None:
         raise UsageError(f"{path.name}: has no [tool.opskit] table (run 'opskit init')")
     if not isinstance(table, Mapping):
         raise UsageError(f"{path.name}: [tool.opskit] must be a table")
-    return _snake(table)
+    return _snake(table, f"{path.name}: ")
 
 
 def load_spec(
@@ -168,7 +215,7 @@ def parse_assignment(item: str) -> tuple[str, Any]:
     if not sep or not table:
         raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
     try:
-        value = toml_module().loads(f"v = {text}")["v"]
+        value = load_toml(f"v = {text}", f"--set {key}")["v"]
     except toml_module().TOMLDecodeError:
         value = text
     return key, value

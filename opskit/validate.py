@@ -36,7 +36,9 @@ USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
 USER_MAX = 31
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes with the final NUL).
 SUN_PATH_MAX = 107
-DURATION = re.compile(r"^\d+(\.\d+)?(ms|s|min)?$")
+# [0-9], not \d: \d matches every Unicode digit ("٣", "８").
+ASCII_DIGITS = re.compile(r"[0-9]+")
+DURATION = re.compile(r"[0-9]+(\.[0-9]+)?(ms|s|min)?")
 
 # The words IPAddressAllow= takes besides addresses and prefixes (systemd.resource-control(5)).
 IP_ADDRESS_WORDS = ("any", "localhost", "link-local", "multicast")
@@ -104,7 +106,9 @@ def validate_bool(key: str, value: Any) -> bool:
 
 
 def validate_int(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: str.isdigit() and int() also take "²", "٣" or "８０", which
+    # no program reading the unit would (and int("²") raises).
+    if isinstance(value, str) and ASCII_DIGITS.fullmatch(value.strip()):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise SpecError(f"{key}: expected a whole number from {low} to {high}, got {value!r}")

@@ -30,12 +30,42 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "unknown.toml").write_text('name = "web"\napp = "a:b"\ncolour = "red"\n')
     (tmp_path / "noapp.toml").write_text('name = "web"\n')
     (tmp_path / "badport.toml").write_text('name = "web"\napp = "a:b"\nport = 0\n')
+    for name, text in CONFIGS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
     return tmp_path
+
+
+DEEP = "[" * 5000 + "]" * 5000
+#: Config files that no parser step may answer with a traceback.
+CONFIGS = {
+    "int-tool/pyproject.toml": "tool = 5\n",
+    "list-tool/pyproject.toml": 'tool = ["opskit"]\n',
+    "string-tool/opskit.toml": 'tool = "opskit"\n',
+    "deep-array.toml": f'name = "web"\napp = "a:b"\nx = {DEEP}\n',
+    "deep-table.toml": 'name = "web"\napp = "a:b"\n[' + ".".join(["t"] * 5000) + "]\n",
+    "twice.toml": 'name = "web"\napp = "a:b"\nworking_directory = "/a"\nworking-directory = "/b"\n',
+    "twice-hardening.toml": (
+        'name = "web"\napp = "a:b"\n[hardening]\nallow_wx = true\nallow-wx = false\n'
+    ),
+    "superscript.toml": 'name = "web"\napp = "a:b"\nport = "²"\n',
+    "arabic.toml": 'name = "web"\napp = "a:b"\nworkers = "٣"\n',
+    "long-line.toml": f'name = "web"\napp = "a:b"\n[environment]\nA = "{"x" * (1 << 20)}"\n',
+}
 
 
 CASES = {
     "port out of range": (["--port", "0"], "port: expected a whole number"),
-    "port not a number": (["--port", "http"], "'--port': 'http' is not a valid int"),
+    "port not a number": (["--port", "http"], "'--port': 'http' is not a whole number"),
+    # int() takes these, and int("²") raises: ASCII digits only.
+    "port superscript": (["--port", "²"], "'--port': '²' is not a whole number"),
+    "port arabic digit": (["--port", "٣"], "'--port': '٣' is not a whole number"),
+    "port full-width": (["--port", "８０"], "'--port': '８０' is not a whole number"),
+    "workers arabic digit": (["--workers", "٣"], "'--workers': '٣' is not a whole number"),
+    "--set port superscript": (["--set", 'port="²"'], "port: expected a whole number"),
+    "--set graceful-timeout": (["--set", 'graceful-timeout="８０"'], "graceful-timeout: expected"),
+    "restart-sec arabic": (["--restart-sec", "٣"], "restart-sec: expected a duration"),
+    "--set nested deep": (["--set", f"x={DEEP}"], "--set x: nested more than 32 levels"),
     "bad server": (["--server", "nginx"], "server: expected one of"),
     "bad name": (["my app", "--app", "a:b"], "name: 'my app' is not a valid unit name"),
     "template name": (["web@1", "--app", "a:b"], "name: template units"),
@@ -65,6 +95,22 @@ CASES = {
     "bad TOML": (["--config", "bad.toml"], "bad.toml: not valid TOML"),
     "unknown config key": (["--config", "unknown.toml"], "unknown.toml: unknown key 'colour'"),
     "bad config value": (["--config", "badport.toml"], "badport.toml: port: expected"),
+    "tool an int": (["--config", "int-tool/pyproject.toml"], "'tool' must be a table"),
+    "tool a list": (["--config", "list-tool/pyproject.toml"], "'tool' must be a table"),
+    "tool a string": (["--config", "string-tool/opskit.toml"], "'tool' must be a table"),
+    "nested arrays": (["--config", "deep-array.toml"], "deep-array.toml: nested more than"),
+    "nested tables": (["--config", "deep-table.toml"], "deep-table.toml: nested more than"),
+    "one key twice": (
+        ["--config", "twice.toml"],
+        "'working_directory' and 'working-directory' are the same key",
+    ),
+    "a hardening key twice": (
+        ["--config", "twice-hardening.toml"],
+        "hardening: 'allow_wx' and 'allow-wx' are the same key",
+    ),
+    "superscript port in a file": (["--config", "superscript.toml"], "port: expected a whole"),
+    "arabic workers in a file": (["--config", "arabic.toml"], "workers: expected a whole"),
+    "a line over 1 MiB": (["--config", "long-line.toml"], "systemd reads at most 1048575 bytes"),
 }
 
 

@@ -287,3 +287,23 @@ def test_a_uwsgi_log_config_without_its_loader_is_named(cli, here: Path) -> None
                "-o", str(conf), "--force").code == 0  # fmt: skip
     result = cli(*args, *log_config)
     assert "opskit_logsetup" in result.out and "has no opskit_logsetup.py" not in result.err
+
+
+@needs_analyze
+@pytest.mark.parametrize("extra", [0, 1], ids=["at the limit", "one byte over"])
+def test_a_line_of_systemds_limit_loads_and_one_byte_more_is_refused(
+    cli, here: Path, extra: int
+) -> None:
+    # Environment="A=...": 16 bytes around the value; systemd's limit is 1 MiB with the newline.
+    size = (1 << 20) - 1 - len('Environment="A="') + extra
+    (here / "opskit.toml").write_text(
+        f'name = "web"\napp = "a:b"\nenvironment = {{A = "{"x" * size}"}}\n'
+    )
+    result = cli("systemd", "-o", "out")
+    if extra:
+        assert result.code == 2
+        assert "systemd reads at most 1048575 bytes a line" in result.err
+        assert not (here / "out").exists()
+    else:
+        assert result.code == 0, result.err
+        assert verify(here / "out" / "web.service") == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opskit.spec import AppSpec
 
@@ -122,9 +123,11 @@ def declared(project: Path) -> Dependencies:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             problems.append(f"pyproject.toml: not read ({exc})")
+        except RecursionError:
+            problems.append("pyproject.toml: not read (nested too deeply)")
         else:
-            listed = data.get("project", {}).get("dependencies", [])
-            poetry = data.get("tool", {}).get("poetry", {}).get("dependencies", {})
+            listed = _table(_table(data, "project"), "dependencies", [])
+            poetry = _table(_table(_table(data, "tool"), "poetry"), "dependencies")
             found = [n for n in map(_requirement_name, _strings(listed)) if n]
             found += [canonical(n) for n in poetry if n != "python"]
             names.update(found)
@@ -138,6 +141,13 @@ def declared(project: Path) -> Dependencies:
         names.update(n for n in map(_requirement_name, lines) if n)
         sources.append(path.name)
     return Dependencies(frozenset(names), tuple(sources), tuple(problems))
+
+
+def _table(data: Any, key: str, default: Any = None) -> Any:
+    """``data[key]`` when both are what a pyproject.toml should hold, else empty."""
+    value = data.get(key) if isinstance(data, dict) else None
+    kind = type(default) if default is not None else dict
+    return value if isinstance(value, kind) else (default if default is not None else {})
 
 
 def installed(venv: Path) -> dict[str, Path] | None:

@@ -236,4 +236,22 @@ def render_units(spec: AppSpec, network: NetworkDecision | None = None) -> list[
         files.append(
             RenderedFile(f"{spec.name}.socket", render_template("systemd/socket.j2", **context))
         )
+    for file in files:
+        _refuse_long_lines(file)
     return files
+
+
+#: systemd reads a unit file a line at a time into a buffer of LONG_LINE_MAX (1 MiB),
+#: newline included; a longer line fails the whole unit ("No buffer space available").
+LINE_MAX = 1024 * 1024 - 1
+
+
+def _refuse_long_lines(file: RenderedFile) -> None:
+    for line in file.content.split("\n"):
+        size = len(line.encode())
+        if size > LINE_MAX:
+            directive = line.split("=", 1)[0]
+            raise SpecError(
+                f"{directive}=: a value makes this line of {file.name} {size} bytes long; "
+                f"systemd reads at most {LINE_MAX} bytes a line and would not load the unit"
+            )
