@@ -353,6 +353,54 @@ def test_deploy_id_file_is_written_and_served(site: Site, cli):
     assert site.version() == deploy_id
 
 
+@pytest.mark.parametrize("before", [None, "first"], ids=["no file before", "a file before"])
+def test_a_refused_reload_leaves_the_deploy_id_file_as_it_was(site: Site, cli, before):
+    site.server = "gunicorn"
+    version_file = site.dir / "deploy-id"
+    if before is not None:
+        version_file.write_text(f"{before}\n")
+    script = site.script(cli, "--deploy-id-file", str(version_file))
+    site.start(gunicorn(site))
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write(BROKEN)
+    proc = run_script(script, "v2")
+    assert proc.returncode == 1
+    assert "nothing reloaded" in proc.stderr
+    if before is None:
+        assert not version_file.exists()
+    else:
+        assert version_file.read_text() == f"{before}\n"
+    assert not list(site.dir.glob("deploy-id.tmp.*"))
+
+
+def test_an_interrupted_reload_leaves_the_deploy_id_file_as_it_was(site: Site, cli):
+    site.server = "gunicorn"
+    version_file = site.dir / "deploy-id"
+    version_file.write_text("first\n")
+    script = site.script(cli, "--deploy-id-file", str(version_file))
+    site.start(gunicorn(site))
+    # The canary of this code takes its time to answer: the interrupt lands before the
+    # reload signal, while the new id is already in the file.
+    with (site.dir / "demoapp.py").open("a") as handle:
+        handle.write("\nimport time\ntime.sleep(30)\n")
+    proc = subprocess.Popen(
+        ["bash", str(script), "v2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RELOAD_TIMEOUT": "60"},
+    )
+    deadline = time.monotonic() + 60
+    while version_file.read_text() != "v2\n":
+        assert time.monotonic() < deadline and proc.poll() is None, "the id was never written"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert version_file.read_text() == "first\n"
+    assert {site.version() for _ in range(6)} == {"v1"}
+
+
 def test_stale_master_on_the_same_port_is_detected(site: Site, cli):
     site.server = "gunicorn"
     script = site.script(cli)
