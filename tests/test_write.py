@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from opskit import write as write_module
 from opskit.errors import CheckFailed, ConflictError, UsageError
 from opskit.render import RenderedFile
 from opskit.write import Action, atomic_write, check, diff, plan, to_stream, write
@@ -88,7 +89,7 @@ def test_a_failing_second_file_leaves_the_first_untouched(tmp_path: Path) -> Non
 
 
 def test_a_failed_write_into_a_new_directory_leaves_no_directory(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot write: File name too long"):
+    with pytest.raises(UsageError, match="File name too long"):
         write([A, RenderedFile("y" * 300, "y\n")], tmp_path / "new", force=False)
     assert not (tmp_path / "new").exists()
 
@@ -149,3 +150,69 @@ def test_to_stream() -> None:
     two = io.StringIO()
     to_stream([A, B], two)
     assert two.getvalue() == f"# a.service\n{A.content}# b.sh\n{B.content}"
+
+
+def test_a_file_that_appears_after_the_plan_is_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer (a second opskit on a file system without locks, an editor) creates
+    # a.service between this run's plan and its renames.
+    real_stage = write_module._stage
+
+    def stage_then_someone_else_writes(path: Path, content: str, mode: int) -> Path:
+        staged = real_stage(path, content, mode)
+        if path.name == "b.sh":
+            (tmp_path / "a.service").write_text("theirs\n")
+        return staged
+
+    monkeypatch.setattr(write_module, "_stage", stage_then_someone_else_writes)
+    with pytest.raises(ConflictError, match=r"a\.service: exists and differs"):
+        write([A, B], tmp_path, force=False)
+    assert listing(tmp_path) == {"a.service": "theirs\n"}
+
+
+def test_a_dangling_symlink_is_not_replaced_without_force(tmp_path: Path) -> None:
+    (tmp_path / "a.service").symlink_to(tmp_path / "gone")
+    with pytest.raises(ConflictError, match=r"a\.service: exists and differs"):
+        write([A], tmp_path, force=False)
+    assert (tmp_path / "a.service").is_symlink()
+    assert [p.action for p in write([A], tmp_path, force=True)] == [Action.OVERWRITE]
+    assert not (tmp_path / "a.service").is_symlink()
+    assert listing(tmp_path) == {"a.service": A.content}
+
+
+def test_a_symlink_to_a_device_is_refused_even_with_force(tmp_path: Path) -> None:
+    # How systemctl masks a unit: replacing the link would unmask it behind one's back.
+    (tmp_path / "a.service").symlink_to("/dev/null")
+    message = r"a\.service: is a symlink to /dev/null, a character device, not a file$"
+    with pytest.raises(UsageError, match=message):
+        write([A], tmp_path, force=True)
+    with pytest.raises(UsageError, match=message):
+        diff([A], tmp_path)
+    assert (tmp_path / "a.service").readlink() == Path("/dev/null")
+
+
+def test_a_file_larger_than_opskit_writes_is_refused(tmp_path: Path) -> None:
+    size = 5 * 1024 * 1024
+    with (tmp_path / "a.service").open("wb") as handle:
+        handle.truncate(size)
+    with pytest.raises(UsageError, match=r"a\.service: larger than 4 MiB, not a file opskit"):
+        write([A], tmp_path, force=True)
+    assert (tmp_path / "a.service").stat().st_size == size
+
+
+def test_identical_means_the_same_bytes(tmp_path: Path) -> None:
+    crlf = RenderedFile("x.bat", "echo x\r\n")
+    write([crlf], tmp_path, force=False)
+    assert [p.action for p in write([crlf], tmp_path, force=False)] == [Action.IDENTICAL]
+    (tmp_path / "a.service").write_bytes(A.content.replace("\n", "\r\n").encode())
+    assert [p.action for p in plan([A], tmp_path, force=False)] == [Action.CONFLICT]
+
+
+def test_a_dead_runs_temporary_files_are_removed(tmp_path: Path) -> None:
+    # What a SIGKILL during the write leaves: the next write into the directory cleans up,
+    # and leaves alone what only looks similar.
+    (tmp_path / ".opskit-k3_x9q0a.tmp").write_text("half a unit")
+    (tmp_path / ".opskit-mine.tmp").write_text("someone's own file")
+    write([A], tmp_path, force=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".opskit-mine.tmp", "a.service"]
