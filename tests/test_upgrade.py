@@ -116,7 +116,7 @@ def test_plan_says_what_changes():
 
 def test_install_command_is_an_argument_list():
     argv = pip_install_argv("/venv/bin/python", [Pin("a", "1.1")], ["--no-index"])
-    assert argv[:4] == ["/venv/bin/python", "-m", "pip", "install"]
+    assert argv[:5] == ["/venv/bin/python", "-I", "-m", "pip", "install"]
     assert "--no-deps" in argv and "--force-reinstall" in argv
     assert argv[-2:] == ["--no-index", "a==1.1"]
 
@@ -250,7 +250,17 @@ def test_bad_input_is_one_line_exit_2_nothing_written(cli, empty_dir, argv, mess
 def test_no_requirement_is_a_usage_error(cli, empty_dir):
     result = cli("upgrade")
     assert result.code == 2
-    assert "Missing argument" in result.err
+    assert "give the exact pins to install (NAME==VERSION), or --recover, --status" in result.err
+    assert len(result.err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["--recover", "--status"])
+def test_recover_and_status_take_no_pins(cli, empty_dir, flag):
+    result = cli("upgrade", flag, "a==1")
+    assert result.code == 2
+    assert (
+        result.err == "opskit: error: --recover and --status take no REQ: run them on their own\n"
+    )
 
 
 def test_spec_venv_that_does_not_exist_is_named(cli, empty_dir):

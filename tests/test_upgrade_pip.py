@@ -290,9 +290,9 @@ def test_dry_run_changes_nothing_and_exits_1(cli, venv, wheels, workdir, tmp_pat
     result = cli(*upgrade_args(venv, wheels, "alpha==2.0"), "--dry-run")
     assert result.code == 1, result.err
     assert "alpha 1.0 -> 2.0 (upgrade)" in result.out
-    install = f"{venv.python} -m pip install --disable-pip-version-check --no-input --no-deps"
+    install = f"{venv.python} -I -m pip install --disable-pip-version-check --no-input --no-deps"
     assert install in result.out
-    assert f"{venv.python} -m pip check" in result.out
+    assert f"{venv.python} -I -m pip check" in result.out
     assert venv.state() == before
     assert not (venv.path / "opskit").exists()
     same = cli(*upgrade_args(venv, wheels, "alpha==1.0"), "--dry-run")
@@ -650,4 +650,5 @@ def test_lock_that_cannot_resolve_stops_before_any_change(cli, venv, workdir, lo
     assert_one_error_line(result.err, "pip-compile could not pin alpha==2.0", "nothing changed")
     assert venv.state() == before
     assert (workdir / "requirements.txt").read_bytes() == text
-    assert not (venv.path / "opskit").exists()
+    # Only the venv lock: no snapshot, no history, no marker.
+    assert [p.name for p in (venv.path / "opskit").iterdir()] == ["upgrade.lock"]

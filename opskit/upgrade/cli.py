@@ -79,11 +79,11 @@ def _same_env(python: str, venv_python: str) -> bool:
 @spec_command(app, "upgrade", name="option")
 def upgrade(
     requirements: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="Exact pins, NAME==VERSION, one or more.", metavar="REQ...", show_default=False
         ),
-    ],
+    ] = None,
     *,
     spec: SpecArgs,
     python: Annotated[
@@ -133,6 +133,23 @@ def upgrade(
     no_index: Annotated[
         bool, typer.Option("--no-index", help="Use --find-links only, no package index.")
     ] = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Exit 1 at once if another upgrade of the venv is running."),
+    ] = False,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover",
+            help="Only restore the snapshot of an upgrade that died before its end.",
+        ),
+    ] = False,
+    status: Annotated[
+        bool,
+        typer.Option(
+            "--status", help="Show an unfinished upgrade, the lock holder and the snapshots."
+        ),
+    ] = False,
 ) -> None:
     """Upgrade packages to exact pins, verified, and restore the old ones on any failure.
 
@@ -144,21 +161,34 @@ def upgrade(
     """
     import json
 
+    from opskit.errors import UsageError
     from opskit.proc import SubprocessRunner
     from opskit.upgrade.lock import find_lock
     from opskit.upgrade.pins import parse_pins
     from opskit.upgrade.run import UpgradeFailed, UpgradeRequest, no_progress, run_upgrade
     from opskit.upgrade.smoke import smoke_argv
 
-    pins = parse_pins(requirements)
+    if (recover or status) and requirements:
+        raise UsageError("--recover and --status take no REQ: run them on their own")
+    if not (recover or status or requirements):
+        raise UsageError("give the exact pins to install (NAME==VERSION), or --recover, --status")
     loaded, project = _project(spec)
+    target = _python(python, spec, loaded)
+    if status:
+        _status(target, json_out=json_out)
+        return
+    if recover:
+        _recover(target, wait=not no_wait, json_out=json_out)
+        return
+    pins = parse_pins(requirements or [])
     command = smoke if smoke is not None else (loaded.smoke if loaded is not None else None)
     index_args: list[str] = ["--no-index"] if no_index else []
     for link in find_links or []:
         index_args += ["--find-links", str(Path(link).resolve())]
     request = UpgradeRequest(
         pins=pins,
-        python=_python(python, spec, loaded),
+        python=target,
+        wait=not no_wait,
         smoke=tuple(smoke_argv(command)) if command else None,
         smoke_cwd=str(project),
         rollback=not no_rollback,
@@ -216,3 +246,70 @@ def _dry_run(request: UpgradeRequest, runner: Runner, *, json_out: bool) -> None
     # pip-tools' convention: a dry run that finds work exits 1, so CI can gate on it.
     if plan.changed:
         raise typer.Exit(1)
+
+
+def _status(python: str, *, json_out: bool) -> None:
+    """Print what holds the venv now: an unfinished upgrade, the lock, the snapshots."""
+    import json
+
+    from opskit.upgrade.history import snapshots
+    from opskit.upgrade.state import MARKER_NAME, lock_holder, read_marker, state_dir_for
+
+    state = state_dir_for(python)
+    marker = read_marker(state)
+    holder = lock_holder(state)
+    kept = snapshots(state / "snapshots")
+    if json_out:
+        data = {
+            "python": python,
+            "state": str(state),
+            "unfinished": marker,
+            "lock_holder": int(holder) if holder and holder.isdigit() else holder,
+            "snapshots": [{"path": str(p), "bytes": n} for p, n in kept],
+        }
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"state      {state}")
+    if holder is None:
+        typer.echo("lock       free")
+    else:
+        typer.echo(f"lock       held by pid {holder} (an upgrade of this venv is running)")
+    if marker is None:
+        typer.echo("unfinished none")
+    else:
+        typer.echo(
+            f"unfinished {state / MARKER_NAME}: pid {marker.get('pid')}, "
+            f"started {marker.get('time')}, snapshot {marker.get('snapshot')}"
+            + ("" if holder else " (its run is gone: opskit upgrade --recover restores it)")
+        )
+    for path, size in kept:
+        typer.echo(f"snapshot   {path} ({size / 1e6:.1f} MB)")
+    if not kept:
+        typer.echo("snapshot   none")
+
+
+def _recover(python: str, *, wait: bool, json_out: bool) -> None:
+    """Restore the snapshot of a dead upgrade, under the venv lock; say so if there is none."""
+    import json
+
+    from opskit.proc import SubprocessRunner
+    from opskit.upgrade.run import UpgradeFailed, recover
+    from opskit.upgrade.state import state_dir_for, venv_lock
+
+    def progress(step: str, message: str) -> None:
+        if not json_out:
+            say(f"{step:<10} {message}")
+
+    state = state_dir_for(python)
+    runner = SubprocessRunner(notify=lambda message: say(f"{'interrupt':<10} {message}"))
+    try:
+        with venv_lock(state, wait=wait, notify=lambda m: say(f"{'wait':<10} {m}")):
+            found = recover(python, state, runner=runner, progress=progress)
+    except UpgradeFailed as exc:
+        if json_out:
+            typer.echo(json.dumps(exc.outcome.as_dict(), indent=2))
+        raise
+    if json_out:
+        typer.echo(json.dumps({"python": python, "recovered": found}, indent=2))
+    elif found is None:
+        say("recover    nothing to recover: no upgrade of this venv was left unfinished")

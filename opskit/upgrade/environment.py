@@ -76,9 +76,23 @@ class Environment:
         return self.prefix != self.base_prefix
 
 
+#: Seconds the inspection may take: an interpreter answers in well under one; a
+#: --python that never exits must not hang opskit.
+INSPECT_TIMEOUT = 30.0
+
+
 def read_environment(python: str, names: Sequence[str], *, runner: Runner) -> Environment:
-    """Ask the target interpreter where it installs and which of ``names`` it has."""
-    result = runner([python, "-c", _INSPECT, json.dumps(sorted(names))])
+    """Ask the target interpreter where it installs and which of ``names`` it has.
+
+    Isolated (-I): ``python -c`` would put the current directory first on sys.path, and
+    a .dist-info there would be taken for an installed distribution. Nor do PYTHONPATH
+    or the user's site-packages belong to the environment pip installs into.
+    """
+    result = runner(
+        [python, "-I", "-c", _INSPECT, json.dumps(sorted(names))], timeout=INSPECT_TIMEOUT
+    )
+    if result.timed_out:
+        raise UsageError(f"{python}: did not answer within {INSPECT_TIMEOUT:g} s; is it Python?")
     wanted = set(names)
     try:
         data = json.loads(result.stdout) if result.ok else {}

@@ -12,7 +12,8 @@ from typing import Any
 from opskit.upgrade.environment import Environment
 
 #: Snapshots of successful upgrades kept for a manual roll-back; older ones are pruned.
-KEEP_SNAPSHOTS = 5
+#: Each holds the replaced packages in full (numpy: ~80 MB), inside the venv.
+KEEP_SNAPSHOTS = 3
 
 
 def default_state_dir(env: Environment) -> Path:
@@ -23,8 +24,33 @@ def default_state_dir(env: Environment) -> Path:
     """
     if env.is_venv:
         return Path(env.prefix) / "opskit"
+    return user_state_dir()
+
+
+def user_state_dir() -> Path:
+    """The state directory of an interpreter that is not a venv's: the user's own."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "opskit"
+
+
+def tree_size(path: Path) -> int:
+    """The bytes of the files under ``path`` (0 when it is gone)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def snapshots(root: Path) -> list[tuple[Path, int]]:
+    """The kept snapshot directories, oldest first, with their sizes."""
+    if not root.is_dir():
+        return []
+    dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+    return [(d, tree_size(d)) for d in dirs]
 
 
 def append_history(path: Path, record: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from opskit.errors import OperationFailed
 from opskit.proc import Runner, SubprocessRunner
-from opskit.upgrade.plan import pip_check_argv
+from opskit.upgrade.plan import CHECK_TIMEOUT, pip_check_argv
 
 _CONFLICT = re.compile(
     r"^(?P<pkg>\S+) (?P<ver>\S+) has requirement (?P<req>.+), but you have "
@@ -94,7 +94,7 @@ def pip_check(python: str, *, runner: Runner | None = None) -> list[Problem]:
 
     Raises OperationFailed when pip itself cannot run (no pip, a broken interpreter).
     """
-    result = (runner or SubprocessRunner())(pip_check_argv(python))
+    result = (runner or SubprocessRunner())(pip_check_argv(python), timeout=CHECK_TIMEOUT)
     if result.ok:
         return []
     problems = parse_pip_check(result.stdout)

@@ -72,14 +72,23 @@ def build_plan(pins: Sequence[Pin], env: Environment) -> Plan:
     return Plan(env.python, tuple(changes))
 
 
+#: Seconds an install (or a restore) may run before its process group is killed; pip
+#: check and the inspection answer in seconds.
+INSTALL_TIMEOUT = 3600.0
+CHECK_TIMEOUT = 600.0
+
+
+def pip(python: str) -> list[str]:
+    """The pip of ``python``, isolated: ``-m`` would also import a ``pip`` from the cwd."""
+    return [python, "-I", "-m", "pip"]
+
+
 def pip_install_argv(python: str, pins: Sequence[Pin], pip_args: Sequence[str] = ()) -> list[str]:
     """The one install command: exact pins, no dependency changes, reinstalled in place."""
     # --no-deps: without it --force-reinstall re-resolves and may upgrade the whole
     # dependency closure; it also skips pip's conflict check, hence pip check after.
     return [
-        python,
-        "-m",
-        "pip",
+        *pip(python),
         "install",
         *PIP_QUIET,
         "--no-deps",
@@ -91,11 +100,11 @@ def pip_install_argv(python: str, pins: Sequence[Pin], pip_args: Sequence[str] =
 
 def pip_check_argv(python: str) -> list[str]:
     """The verification command."""
-    return [python, "-m", "pip", "check", *PIP_QUIET]
+    return [*pip(python), "check", *PIP_QUIET]
 
 
 def install_packages(
     python: str, pins: Sequence[Pin], pip_args: Sequence[str], *, runner: Runner
 ) -> Completed:
     """Run the one pip install of the plan."""
-    return runner(pip_install_argv(python, pins, pip_args))
+    return runner(pip_install_argv(python, pins, pip_args), timeout=INSTALL_TIMEOUT)

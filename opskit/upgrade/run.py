@@ -22,13 +22,26 @@ from typing import Any
 from opskit.errors import ExitCode, OperationFailed, UsageError
 from opskit.proc import InterruptGuard, Runner, shown
 from opskit.upgrade.environment import Environment, installed_versions, read_environment
-from opskit.upgrade.history import append_history, default_state_dir, prune_snapshots
+from opskit.upgrade.history import (
+    append_history,
+    default_state_dir,
+    prune_snapshots,
+    tree_size,
+)
 from opskit.upgrade.lock import LockFiles, commit_lock, lock_argv, prepare_lock
 from opskit.upgrade.pins import Pin
 from opskit.upgrade.pipcheck import Problem, pip_check
 from opskit.upgrade.plan import Plan, build_plan, install_packages, pip_check_argv, pip_install_argv
 from opskit.upgrade.smoke import run_smoke, validate_smoke
-from opskit.upgrade.snapshot import Snapshot, restore_argvs, restore_snapshot, snapshot_packages
+from opskit.upgrade.snapshot import (
+    Saved,
+    Snapshot,
+    restore_argvs,
+    restore_snapshot,
+    snapshot_packages,
+)
+from opskit.upgrade.state import read_marker, remove_marker, state_dir_for, venv_lock, write_marker
+from opskit.upgrade.verify import differences, scrub
 
 Progress = Callable[[str, str], None]
 
@@ -63,6 +76,8 @@ class UpgradeRequest:
     lock: LockFiles | None = None
     history: Path | None = None
     pip_args: tuple[str, ...] = ()
+    #: Wait for another upgrade of the same venv (False: fail at once, naming it).
+    wait: bool = True
 
 
 @dataclass
@@ -83,6 +98,8 @@ class Outcome:
     lock: str | None = None
     history: str | None = None
     snapshot: str | None = None
+    snapshot_bytes: int | None = None
+    recovered: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The outcome as JSON-ready data."""
@@ -104,6 +121,8 @@ class Outcome:
             "lock": self.lock,
             "history": self.history,
             "snapshot": self.snapshot,
+            "snapshot_bytes": self.snapshot_bytes,
+            "recovered": self.recovered,
         }
 
     def history_record(self) -> dict[str, Any]:
@@ -119,6 +138,7 @@ class Outcome:
             "step": self.step,
             "reason": self.reason,
             "snapshot": self.snapshot,
+            "snapshot_bytes": self.snapshot_bytes,
         }
 
 
@@ -158,16 +178,76 @@ def run_upgrade(
     happen, after restoring the environment unless ``rollback`` is off. ``notify``
     tells the user what a Ctrl-C does (default: through ``progress``).
     """
-    env, plan = plan_upgrade(request, runner=runner)
-    for change in plan.changes:
-        progress("plan", change.describe())
-    outcome = Outcome("unchanged", request.python, plan)
-    if not plan.changed:
-        progress("done", "nothing to do: every package is at the requested version")
-        return outcome
-    guard = InterruptGuard(notify or (lambda message: progress("interrupt", message)))
+    state = state_dir_for(request.python)
+    # Held from the plan to the end of the restore: a second upgrade of this venv plans
+    # on what the first one left, never on its half-installed packages.
+    with venv_lock(state, wait=request.wait, notify=lambda m: progress("wait", m)):
+        recovered = recover(request.python, state, runner=runner, progress=progress)
+        env, plan = plan_upgrade(request, runner=runner)
+        for change in plan.changes:
+            progress("plan", change.describe())
+        outcome = Outcome("unchanged", request.python, plan, recovered=recovered)
+        if not plan.changed:
+            progress("done", "nothing to do: every package is at the requested version")
+            return outcome
+        guard = InterruptGuard(notify or (lambda message: progress("interrupt", message)))
+        with guard.installed():
+            return _upgrade(
+                request, env, plan, outcome, guard, state, runner=runner, progress=progress
+            )
+
+
+def recover(python: str, state: Path, *, runner: Runner, progress: Progress) -> str | None:
+    """Put back the snapshot of an upgrade that died before its end; say what was found.
+
+    Called with the venv lock held, so the run that wrote the marker is gone. Returns a
+    description of what was recovered, None when there was nothing to do; raises
+    UpgradeFailed when the environment cannot be proven back.
+    """
+    marker = read_marker(state)
+    if marker is None:
+        return None
+    saved = tuple(Saved(str(n), v, w) for n, v, w in marker["saved"])
+    snapshot = Snapshot(str(marker["snapshot"]), saved)
+    found = (
+        f"an upgrade (pid {marker.get('pid')}, started {marker.get('time')}) ended without "
+        f"finishing ({marker.get('step', 'install')}): "
+        + ", ".join(f"{n} {marker.get('to', {}).get(n)}" for n in (s.name for s in saved))
+    )
+    progress("recover", found)
+    progress("recover", f"restoring its snapshot {snapshot.directory}")
+    plan = Plan(python, ())
+    outcome = Outcome("recovered", python, plan, snapshot=snapshot.directory)
+    missing = [w for w in snapshot.wheels if not Path(w).is_file()]
+    if missing:
+        reason = f"{found}; its snapshot is gone ({missing[0]}): the environment may be mixed"
+        outcome.result, outcome.reason = "restore-failed", reason
+        raise UpgradeFailed(f"{reason}; reinstall {', '.join(snapshot.pins)} by hand", outcome)
+    guard = InterruptGuard(lambda message: progress("interrupt", message))
+    guard.restoring = True
+    request = UpgradeRequest(pins=(), python=python)
     with guard.installed():
-        return _upgrade(request, env, plan, outcome, guard, runner=runner, progress=progress)
+        error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+    if error is not None:
+        outcome.result, outcome.reason = "restore-failed", f"{found}; restore: {error}"
+        raise UpgradeFailed(_not_as_it_was(found, error, python, snapshot), outcome)
+    remove_marker(state)
+    shutil.rmtree(snapshot.directory, ignore_errors=True)
+    back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
+    progress("recover", f"the environment is back as it was before that upgrade ({back})")
+    history = Path(str(marker.get("history") or state / "upgrade-history.jsonl"))
+    outcome.reason = found
+    _record(history, outcome, progress)
+    return f"{found}; restored ({back})"
+
+
+def _not_as_it_was(failure: str, error: str, python: str, snapshot: Snapshot) -> str:
+    """The message of a restore that could not be proven: never "back as it was"."""
+    recovery = " && ".join(shown(a) for a in restore_argvs(python, snapshot))
+    return (
+        f"{failure}; the environment is NOT as it was: {error}; "
+        f"run opskit upgrade --recover --python {shown([python])}, or by hand: {recovery}"
+    )
 
 
 def _upgrade(
@@ -176,6 +256,7 @@ def _upgrade(
     plan: Plan,
     outcome: Outcome,
     guard: InterruptGuard,
+    marker_dir: Path,
     *,
     runner: Runner,
     progress: Progress,
@@ -216,13 +297,31 @@ def _upgrade(
             outcome.reason = "interrupted before any change"
             raise UpgradeInterrupted("interrupted; nothing changed", outcome)
         outcome.snapshot = snapshot.directory
+        outcome.snapshot_bytes = tree_size(Path(snapshot.directory))
         outcome.recovery = restore_argvs(request.python, snapshot)
+        # Before the first change: a run killed from here on leaves the marker, and
+        # the next run (or --recover) restores this snapshot.
+        write_marker(
+            marker_dir,
+            {
+                "pid": os.getpid(),
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "python": request.python,
+                "snapshot": snapshot.directory,
+                "saved": [[s.name, s.version, s.wheel] for s in snapshot.saved],
+                "to": {p.name: p.version for p in pins},
+                "step": "install",
+                "history": str(history),
+            },
+        )
         for saved in snapshot.saved:
             what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
             progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
 
         step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
         if failure is None:
+            # Upgraded and verified: nothing is left to undo.
+            remove_marker(marker_dir)
             lock_error = None
             if lock_temp is not None and request.lock is not None:
                 try:
@@ -245,20 +344,20 @@ def _upgrade(
         recovery = " && ".join(shown(a) for a in outcome.recovery)
         fail = UpgradeInterrupted if interrupted else UpgradeFailed
         if not request.rollback:
+            # Left as it is on purpose: the next run must not undo it behind the user.
+            remove_marker(marker_dir)
             outcome.result = "not-rolled-back"
             _record(history, outcome, progress)
             raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
         guard.restoring = True
         restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
         if restore_error is not None:
+            # The marker stays: the next run, or --recover, tries this snapshot again.
             outcome.result = "restore-failed"
             outcome.reason = f"{failure}; restore: {restore_error}"
             _record(history, outcome, progress)
-            raise fail(
-                f"{failure}; the restore failed too ({restore_error}); "
-                f"to restore by hand: {recovery}",
-                outcome,
-            )
+            raise fail(_not_as_it_was(failure, restore_error, request.python, snapshot), outcome)
+        remove_marker(marker_dir)
         outcome.result = "interrupted" if interrupted else "rolled-back"
         # Restored and proven: the snapshot has done its job, and goes on the way out.
         outcome.snapshot = None
@@ -350,6 +449,15 @@ def _restore(
 ) -> str | None:
     """Restore and prove it (versions equal the snapshot's, pip check runs); None or why not."""
     names = [s.name for s in snapshot.saved]
+    try:
+        # What an interrupted pip leaves (a second .dist-info, its "~" stashes) would
+        # survive pip's own reinstall: cleared first.
+        before = read_environment(request.python, names, runner=runner)
+        cleared = scrub(before, [(s.name, s.version) for s in snapshot.saved], snapshot.wheels)
+    except (OperationFailed, UsageError, OSError) as exc:
+        return f"cannot read the environment: {exc}"
+    for path in cleared:
+        progress("restore", f"removed {path} (left by the interrupted install)")
     for argv in restore_argvs(request.python, snapshot):
         progress("restore", shown(argv))
     results = restore_snapshot(request.python, snapshot, runner=runner)
@@ -362,6 +470,10 @@ def _restore(
         outcome.restored = now
         if now != snapshot.versions():
             return f"installed afterwards: {now}, not {snapshot.versions()}"
+        wrong = differences(after, [(s.name, s.version, s.wheel) for s in snapshot.saved])
+        if wrong:
+            more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            return "; ".join(wrong[:3]) + more
         outcome.after_restore = pip_check(request.python, runner=runner)
     except (OperationFailed, UsageError) as exc:
         return str(exc)

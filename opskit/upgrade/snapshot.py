@@ -21,7 +21,7 @@ from pathlib import Path
 from opskit.errors import OperationFailed
 from opskit.proc import Completed, Runner
 from opskit.upgrade.environment import Distribution, Environment
-from opskit.upgrade.plan import PIP_QUIET, Plan
+from opskit.upgrade.plan import INSTALL_TIMEOUT, PIP_QUIET, Plan, pip
 
 
 @dataclass(frozen=True)
@@ -221,14 +221,12 @@ def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
     argvs = []
     if snapshot.absent:
         argvs.append(
-            [python, "-m", "pip", "uninstall", "--isolated", *PIP_QUIET, "--yes", *snapshot.absent]
+            [*pip(python), "uninstall", "--isolated", *PIP_QUIET, "--yes", *snapshot.absent]
         )
     if snapshot.wheels:
         argvs.append(
             [
-                python,
-                "-m",
-                "pip",
+                *pip(python),
                 "install",
                 "--isolated",
                 *PIP_QUIET,
@@ -245,4 +243,4 @@ def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
 
 def restore_snapshot(python: str, snapshot: Snapshot, *, runner: Runner) -> list[Completed]:
     """Put every saved package back as it was (removing those that were absent)."""
-    return [runner(argv) for argv in restore_argvs(python, snapshot)]
+    return [runner(argv, timeout=INSTALL_TIMEOUT) for argv in restore_argvs(python, snapshot)]
