@@ -49,7 +49,7 @@ PANELS = (APP_PANEL, SPEC_PANEL, COMMAND_PANEL, CONFIG_PANEL, OUTPUT_PANEL)
 
 
 def _whole_number(text: str) -> int:
-    """An int flag's value: ASCII digits only (int() also takes "٣" or "８０" as numbers)."""
+    """An int flag's value: ASCII digits only (int() also takes other scripts' digits)."""
     from opskit.validate import ASCII_DIGITS
 
     if not ASCII_DIGITS.fullmatch(text.strip()):

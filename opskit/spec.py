@@ -26,6 +26,7 @@ from opskit.validate import (
     validate_str_list,
     validate_text,
     validate_unit_name,
+    validate_writable_path,
 )
 
 SERVERS = ("gunicorn", "uvicorn", "uwsgi", "command")
@@ -146,7 +147,7 @@ def _validate_level(key: str, value: Any) -> str:
     return validate_choice(key, level, LEVELS)
 
 
-def _build_hardening(raw: Mapping[str, Any]) -> Hardening:
+def _build_hardening(raw: Mapping[str, Any], name: str) -> Hardening:
     unknown = sorted(set(raw) - set(HARDENING_KEYS))
     if unknown:
         raise SpecError(
@@ -159,7 +160,7 @@ def _build_hardening(raw: Mapping[str, Any]) -> Hardening:
     if "writable_paths" in raw:
         paths = validate_str_list("hardening.writable-paths", raw["writable_paths"])
         values["writable_paths"] = tuple(
-            validate_path("hardening.writable-paths", p) for p in paths
+            validate_writable_path("hardening.writable-paths", p, name) for p in paths
         )
     if "ip_address_allow" in raw:
         entries = validate_str_list("hardening.ip-address-allow", raw["ip_address_allow"])
@@ -289,7 +290,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         hardening = raw["hardening"]
         if not isinstance(hardening, Mapping):
             raise SpecError(f"hardening: expected a table, got {hardening!r}")
-        v["hardening"] = _build_hardening(hardening)
+        v["hardening"] = _build_hardening(hardening, v["name"])
     spec = AppSpec(**v)
     if spec.server != "command":
         validate_executable("venv" if spec.venv else "working-directory", spec.venv_path)

@@ -9,6 +9,7 @@ paths, executables and unit-file text, IPAddressAllow= entries, and the plain ty
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +37,7 @@ USER = re.compile(r"^[a-z_][a-z0-9_-]*$")
 USER_MAX = 31
 # A unix socket path must fit sockaddr_un.sun_path (108 bytes with the final NUL).
 SUN_PATH_MAX = 107
-# [0-9], not \d: \d matches every Unicode digit ("٣", "８").
+# [0-9], not \d: \d matches every Unicode digit (Arabic-Indic, full-width ...).
 ASCII_DIGITS = re.compile(r"[0-9]+")
 DURATION = re.compile(r"[0-9]+(\.[0-9]+)?(ms|s|min)?")
 
@@ -106,8 +107,9 @@ def validate_bool(key: str, value: Any) -> bool:
 
 
 def validate_int(key: str, value: Any, low: int, high: int) -> int:
-    # ASCII digits only: str.isdigit() and int() also take "²", "٣" or "８０", which
-    # no program reading the unit would (and int("²") raises).
+    # ASCII digits only: str.isdigit() and int() also take superscripts, Arabic-Indic
+    # or full-width digits, which no program reading the unit would (and int() raises
+    # on a superscript).
     if isinstance(value, str) and ASCII_DIGITS.fullmatch(value.strip()):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -192,3 +194,61 @@ def validate_ip_entry(key: str, value: str) -> str:
             f"{key}: expected an IP address, ADDRESS/PREFIX or one of "
             f"{', '.join(IP_ADDRESS_WORDS)}, got {value!r}"
         ) from None
+
+
+# The directories of the system itself, which ProtectSystem= and ProtectHome= keep
+# read-only (or hidden) and which the kernel's pseudo-file systems live in. A service
+# that may write one of them, or a directory above one, may rewrite the host: with
+# User=root every root-owned file there (/etc/passwd, /etc/systemd/system) is writable,
+# since owning a file needs no capability. /efi is the ESP beside /boot; /var/run is a
+# symlink to /run on every systemd system, and ReadWritePaths= follows symlinks.
+SYSTEM_DIRECTORIES = (
+    "/etc",
+    "/usr",
+    "/boot",
+    "/efi",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/home",
+    "/root",
+    "/var",
+    "/run",
+    "/var/run",
+)
+
+
+def normalised_path(path: str) -> str:
+    """``path`` with ``.``, ``..``, repeated and trailing slashes resolved, as the kernel reads it.
+
+    posixpath.normpath alone keeps a leading ``//`` (POSIX leaves its meaning open; Linux
+    reads it as ``/``), so the path is made to start with exactly one.
+    """
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def system_directory(path: str) -> str | None:
+    """What makes ``path`` dangerous to write: the system directory it is or holds, else None.
+
+    ``/etc`` is one; ``/`` holds them all; ``/srv/shop`` and ``/run/shop`` are neither.
+    """
+    target = normalised_path(path)
+    if target in SYSTEM_DIRECTORIES:
+        return f"the system directory {target}"
+    held = [d for d in SYSTEM_DIRECTORIES if d.startswith(target.rstrip("/") + "/")]
+    if held:
+        return f"{target}, which holds the system directories {', '.join(held[:3])} ..."
+    return None
+
+
+def validate_writable_path(key: str, value: Any, name: str) -> str:
+    """Validate a path for ReadWritePaths= (``name`` is the unit's) and return it as given."""
+    path = validate_path(key, value)
+    danger = system_directory(path)
+    if danger is not None:
+        raise SpecError(
+            f"{key}: ReadWritePaths={path!r} would let the service rewrite {danger}; "
+            f"give a directory of the app's own, such as /srv/{name}/data, or write to "
+            f"/var/lib/{name} (StateDirectory=, writable already)"
+        )
+    return path

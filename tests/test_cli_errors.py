@@ -60,10 +60,16 @@ CASES = {
     # int() takes these, and int("²") raises: ASCII digits only.
     "port superscript": (["--port", "²"], "'--port': '²' is not a whole number"),
     "port arabic digit": (["--port", "٣"], "'--port': '٣' is not a whole number"),
-    "port full-width": (["--port", "８０"], "'--port': '８０' is not a whole number"),
+    "port full-width": (
+        ["--port", "\uff18\uff10"],
+        "'--port': '\uff18\uff10' is not a whole number",
+    ),
     "workers arabic digit": (["--workers", "٣"], "'--workers': '٣' is not a whole number"),
     "--set port superscript": (["--set", 'port="²"'], "port: expected a whole number"),
-    "--set graceful-timeout": (["--set", 'graceful-timeout="８０"'], "graceful-timeout: expected"),
+    "--set graceful-timeout": (
+        ["--set", 'graceful-timeout="\uff18\uff10"'],
+        "graceful-timeout: expected",
+    ),
     "restart-sec arabic": (["--restart-sec", "٣"], "restart-sec: expected a duration"),
     "--set nested deep": (["--set", f"x={DEEP}"], "--set x: nested more than 32 levels"),
     "bad server": (["--server", "nginx"], "server: expected one of"),

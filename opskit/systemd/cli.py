@@ -52,6 +52,7 @@ def systemd(
 
     _validate_install_flags(install, unit_dir, enable, restart, out)
     from opskit.systemd.dependencies import project_dir
+    from opskit.systemd.hardening import warnings_about
     from opskit.systemd.network import network_needs
 
     loaded = spec.load()
@@ -59,6 +60,8 @@ def systemd(
     files = render_units(loaded, decision)
     for note in decision.notes:
         say(f"network    {note}")
+    for warning in warnings_about(loaded):
+        say(f"warning    {warning}")
     _warn_about_log_config(loaded)
     if install:
         _install(loaded, files, unit_dir, force=out.force, enable=enable, restart=restart)
