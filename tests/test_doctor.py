@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -17,6 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from opskit.doctor.checks import CHECKS, diagnose
@@ -50,7 +54,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def doctor(cli, project: Path, *extra: str, port: int | None = None):
+def doctor(cli, project: Path, *extra: str, port: int | None = None, venv: str = MISSING_VENV):
     """Run doctor with --json; return the exit code, the findings and stderr."""
     result = cli(
         "doctor",
@@ -60,7 +64,7 @@ def doctor(cli, project: Path, *extra: str, port: int | None = None):
         "--project",
         str(project),
         "--venv",
-        MISSING_VENV,
+        venv,
         "--port",
         str(port or free_port()),
         "--json",
@@ -353,34 +357,256 @@ def test_two_listeners_on_one_port(cli, project: Path, spawn):
     assert "stale-code" not in checks(findings)
 
 
-def test_fix_stops_only_the_stale_process_running_the_app(cli, project: Path, spawn):
-    mine, port = spawn(0, "demoapp:app")
-    other, _ = spawn(port, "not-this-app")
-    # A real change of the code after both started (create times have 10 ms ticks and
-    # a boot time rounded to the second).
+def change_code(project: Path) -> None:
+    """A real change of the code after every server started (create times have 10 ms ticks
+    and a boot time rounded to the second)."""
     time.sleep(1.5)
     (project / "demoapp.py").write_text((EXAMPLE / "demoapp.py").read_text() + "\n# v2\n")
 
-    code, findings, _ = doctor(cli, project, port=port)
-    assert code == 1
-    stale = [f for f in findings if f["check"] == "stale-code"]
-    assert len(stale) == 2
-    assert "demoapp.py changed" in stale[0]["evidence"]
-    assert any("doctor --fix" in f["fix"] for f in stale)
 
-    code, findings, err = doctor(cli, project, "--fix", port=port)
-    assert f"stopping   pid {mine.pid}:" in err
-    assert f"stopped    pid {mine.pid}" in err
-    assert str(other.pid) not in err
+def wait_stopped(proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 30
-    while alive(mine) and time.monotonic() < deadline:
+    while alive(proc) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+# Listens on argv[1]:argv[2] (SO_REUSEPORT) and ignores the rest of its arguments: run as
+# `python -c LISTEN_AT HOST PORT demoapp:app` it merely carries the app path in its argv.
+LISTEN_AT = """\
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+"""
+
+#: An interpreter another user can run (the test venv's base may sit under /root).
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+needs_other_user = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path(SYSTEM_PYTHON).exists(),
+    reason="needs root (to start a process as nobody) and /usr/bin/python3",
+)
+
+
+@pytest.fixture
+def start():
+    """Start a process, as another user if asked; every one is killed at the end."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def run(argv: list[str], *, user: str | None = None) -> subprocess.Popen[str]:
+        as_user = {}
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd="/",
+            # Its own process group, so that the end kills a gunicorn's workers too.
+            start_new_session=True,
+            **as_user,
+        )
+        procs.append(proc)
+        # Reap it as soon as it exits, as an init would, so a stopped one is gone.
+        threading.Thread(target=proc.wait, daemon=True).start()
+        return proc
+
+    yield run
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def listening(proc: subprocess.Popen[str], port: int, *, children: int = 0) -> None:
+    """Wait until ``proc`` (or a child: gunicorn --reuse-port binds in each worker) listens
+    on ``port`` and has forked ``children`` workers."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"{proc.args} exited"
+        try:
+            master = psutil.Process(proc.pid)
+            tree = [master, *master.children()]
+            ready = len(tree) > children and any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for p in tree
+                for c in p.net_connections(kind="inet")
+            )
+        except psutil.Error:
+            ready = False
+        if ready:
+            return
+        assert time.monotonic() < deadline, f"{proc.args} does not listen on {port}"
+        time.sleep(0.1)
+
+
+@needs_other_user
+def test_fix_leaves_another_users_listener_with_the_app_path_running(cli, project: Path, start):
+    # The attack: nobody's plain `python3 -c` on 0.0.0.0 whose argv names the app.
+    port = free_port()
+    theirs = start(
+        [SYSTEM_PYTHON, "-c", LISTEN_AT, "0.0.0.0", str(port), "demoapp:app"], user="nobody"
+    )
+    assert theirs.stdout is not None and int(theirs.stdout.readline()) == port
+    change_code(project)
+
+    _, findings, err = doctor(cli, project, "--fix", "--user", "root", port=port, venv=sys.prefix)
+    assert "stopping" not in err
+    assert alive(theirs)
+    gunicorn = f"{sys.prefix}/bin/gunicorn"
+    (line,) = [ln for ln in err.splitlines() if f"pid {theirs.pid} " in ln]
+    assert line.startswith(
+        f"left alone pid {theirs.pid} (nobody): not the spec's server {gunicorn}"
+    )
+    assert "owned by nobody, not the unit's user root" in line
+    assert f"listens on 0.0.0.0:{port}, not 127.0.0.1:{port}" in line
+    # Still reported, and --fix is not offered for it.
+    (stale,) = [f for f in findings if f["check"] == "stale-code"]
+    assert f"pid {theirs.pid} " in stale["evidence"]
+    assert "doctor --fix" not in stale["fix"]
+
+
+def test_fix_stops_only_the_stale_process_running_the_app(
+    cli, project: Path, spawn, start, tmp_path: Path
+):
+    # server = "command": a script whose #! names the interpreter. Pidfile mode and no user:
+    # the server runs as whoever starts it, so doctor stops only its own user's processes.
+    port = free_port()
+    script = tmp_path / "serve.py"
+    script.write_text(f"#!{sys.executable}\n{LISTEN_AT}")
+    script.chmod(0o755)
+    command = [str(script), "127.0.0.1", str(port)]
+    mine = start(command)
+    # The same user's process whose argv holds the whole command and the app path, but runs
+    # something else (with the base interpreter of the command's #!, by a venv's link).
+    lookalike = start([sys.executable, "-c", LISTEN_AT, *command[1:], *command, "demoapp:app"])
+    other, _ = spawn(port, "not-this-app")
+    for proc in (mine, lookalike):
+        assert proc.stdout is not None and int(proc.stdout.readline()) == port
+    change_code(project)
+    spec_args = ("--server", "command", "--command", shlex.join(command))
+    spec_args += ("--set", 'supervisor="pidfile"')
+
+    code, findings, _ = doctor(cli, project, *spec_args, port=port)
+    assert code == 1
+    stale = {f["evidence"].split(" ")[1]: f for f in findings if f["check"] == "stale-code"}
+    assert set(stale) == {str(mine.pid), str(lookalike.pid), str(other.pid)}
+    assert "demoapp.py changed" in stale[str(mine.pid)]["evidence"]
+    # --fix is offered for the one it would stop, and only for it.
+    assert "doctor --fix" in stale[str(mine.pid)]["fix"]
+    assert "doctor --fix" not in stale[str(lookalike.pid)]["fix"]
+
+    code, findings, err = doctor(cli, project, "--fix", *spec_args, port=port)
+    lines = err.splitlines()
+    at = lines.index(f"stopping   pid {mine.pid} (root): {sys.executable} {shlex.join(command)}")
+    assert lines[at + 1].strip() == (
+        f"the spec's server {script}, owned by root, on 127.0.0.1:{port}, "
+        "started before demoapp.py changed"
+    )
+    assert f"stopped    pid {mine.pid}" in lines
+    (left,) = [ln for ln in lines if ln.startswith(f"left alone pid {lookalike.pid} ")]
+    assert f"not the spec's server {script} (its executable is " in left
+    (left,) = [ln for ln in lines if ln.startswith(f"left alone pid {other.pid} ")]
+    assert f"not the spec's server {script}" in left
+    assert "does not contain the spec's command" in left
+    wait_stopped(mine)
     assert not alive(mine)
-    assert alive(other)
-    # What is left: one (stale) listener, so no error any more.
-    assert code == 0
-    assert checks(findings)["stale-code"] == "warning"
-    assert "port-shared" not in checks(findings)
+    assert alive(lookalike) and alive(other)
+    # What is left: two (stale) listeners, still one error.
+    assert code == 1
+    assert checks(findings)["port-shared"] == "error"
+    assert f"pid {mine.pid}:" not in json.dumps(findings)
+
+
+@pytest.mark.parametrize(
+    ("args", "script"),
+    [
+        (["/v/bin/gunicorn", "demoapp:app"], "/v/bin/gunicorn"),
+        (["-u", "-W", "ignore", "-Xdev", "/v/bin/gunicorn"], "/v/bin/gunicorn"),
+        (["-BW", "ignore", "--", "/v/bin/gunicorn"], "/v/bin/gunicorn"),
+        (["--check-hash-based-pycs", "never", "/v/bin/gunicorn"], "/v/bin/gunicorn"),
+        # Code, a module or stdin: whatever follows is only argv, not what runs.
+        (["-c", "import x", "/v/bin/gunicorn"], None),
+        (["-Bc", "import x", "/v/bin/gunicorn"], None),
+        (["-X", "dev", "-m", "gunicorn", "/v/bin/gunicorn"], None),
+        (["-", "/v/bin/gunicorn"], None),
+        ([], None),
+    ],
+)
+def test_the_script_an_interpreter_runs(args: list[str], script: str | None):
+    from opskit.doctor.processes import _script_argument
+
+    assert _script_argument(["/v/bin/python", *args]) == script
+
+
+def gunicorn_at(project: Path, bind: str, *interpreter: str) -> list[str]:
+    """The spec's server (the test venv's gunicorn) with the app, as a unit would run it."""
+    return [
+        *interpreter,
+        f"{sys.prefix}/bin/gunicorn",
+        *("--workers", "1", "--bind", bind, "--reuse-port", "--chdir", str(project)),
+        # Not the default ~/.gunicorn/gunicorn.ctl, which every gunicorn of the user shares.
+        "--no-control-socket",
+        "demoapp:app",
+    ]
+
+
+@pytest.mark.servers
+@needs_other_user
+def test_fix_stops_the_apps_stale_gunicorn_and_nothing_else_on_the_port(cli, project: Path, start):
+    port = free_port()
+    # The real stale servers: the venv's console script, and the venv's python running it.
+    script = start(gunicorn_at(project, f"127.0.0.1:{port}"))
+    python = start(gunicorn_at(project, f"127.0.0.1:{port}", f"{sys.prefix}/bin/python"))
+    # The spec's server with the app, but on another address of the same port.
+    elsewhere = start(gunicorn_at(project, f"127.0.0.3:{port}"))
+    # Plain listeners carrying the app path: one of the same user on the very address (its
+    # executable is the venv's base interpreter too), one of nobody's on another address.
+    plain = start([sys.executable, "-c", LISTEN_AT, "127.0.0.1", str(port), "demoapp:app"])
+    theirs = start(
+        [SYSTEM_PYTHON, "-c", LISTEN_AT, "127.0.0.2", str(port), "demoapp:app"], user="nobody"
+    )
+    for proc in (script, python, elsewhere):
+        listening(proc, port, children=1)
+    for proc in (plain, theirs):
+        listening(proc, port)
+    change_code(project)
+    gunicorn = f"{sys.prefix}/bin/gunicorn"
+
+    # No user in the spec: DynamicUser=, so root's servers are not the unit's.
+    _, _, err = doctor(cli, project, "--fix", port=port, venv=sys.prefix)
+    assert "stopping" not in err
+    left = {ln.split()[3]: ln for ln in err.splitlines() if ln.startswith("left alone pid ")}
+    procs = (script, python, elsewhere, plain, theirs)
+    assert set(left) == {str(p.pid) for p in procs}
+    for proc in (script, python):
+        assert left[str(proc.pid)] == (
+            f"left alone pid {proc.pid} (root): owned by root, not the unit's dynamic user demoapp"
+        )
+    assert all(alive(p) for p in procs)
+
+    _, _, err = doctor(cli, project, "--fix", "--user", "root", port=port, venv=sys.prefix)
+    lines = err.splitlines()
+    for proc in (script, python):
+        assert any(ln.startswith(f"stopping   pid {proc.pid} (root): ") for ln in lines)
+        assert f"stopped    pid {proc.pid}" in lines
+    left = {ln.split()[3]: ln for ln in lines if ln.startswith("left alone pid ")}
+    assert set(left) == {str(p.pid) for p in (elsewhere, plain, theirs)}
+    assert left[str(elsewhere.pid)] == (
+        f"left alone pid {elsewhere.pid} (root): listens on 127.0.0.3:{port}, not 127.0.0.1:{port}"
+    )
+    assert f"(root): not the spec's server {gunicorn} (its executable is " in left[str(plain.pid)]
+    assert f"(nobody): not the spec's server {gunicorn}" in left[str(theirs.pid)]
+    assert "owned by nobody, not the unit's user root" in left[str(theirs.pid)]
+    for proc in (script, python):
+        wait_stopped(proc)
+        assert not alive(proc)
+    assert all(alive(p) for p in (elsewhere, plain, theirs))
 
 
 @pytest.mark.servers

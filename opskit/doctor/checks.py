@@ -19,7 +19,7 @@ from opskit.doctor.processes import (
     check_shared_port,
     check_stale_code,
     listeners,
-    stale_processes,
+    plan_fix,
 )
 from opskit.doctor.project import check_del_methods, check_uwsgi_threads, newest_source
 from opskit.doctor.units import UnitFile, check_units, read_unit_files, unit_paths
@@ -78,4 +78,4 @@ def diagnose(spec: AppSpec, *, project: Path, units: Sequence[Path] | None = Non
     ctx = read_context(spec, project=project, units=units)
     findings = [finding for _, check in CHECKS for finding in check(ctx)]
     findings.sort(key=lambda f: _RANK[f.severity])
-    return Report(findings, stale_processes(ctx))
+    return Report(findings, plan_fix(ctx))

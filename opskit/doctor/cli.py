@@ -29,7 +29,7 @@ def doctor(
     ] = None,
     fix: Annotated[
         bool,
-        typer.Option("--fix", help="Stop stale processes running the app's command line."),
+        typer.Option("--fix", help="Stop the stale processes that are this app's server."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON on stdout.")] = False,
 ) -> None:
@@ -42,16 +42,22 @@ def doctor(
     loaded = spec.load()
     report = diagnose(loaded, project=project, units=units)
     if fix:
+        # Say what is stopped and what is left alone, and why, before any signal is sent.
+        for decision in report.fix_plan:
+            proc = decision.proc
+            if decision.stop:
+                say(f"stopping   pid {proc.pid} ({proc.user}): {proc.cmdline}")
+                say(f"           {decision.why}")
+            else:
+                say(f"left alone pid {proc.pid} ({proc.user}): {'; '.join(decision.reasons)}")
         stale = report.stale
         if stale:
-            for proc in stale:
-                say(f"stopping   pid {proc.pid}: {proc.cmdline}")
             for line in stop_processes(stale, timeout=loaded.graceful_timeout + 10):
                 say(line)
             # Report the state after the fix, not the one that was just repaired.
             report = diagnose(loaded, project=project, units=units)
         else:
-            say("nothing to fix: no stale process runs the app's command line")
+            say("nothing to fix: no stale process is this app's server")
     if as_json:
         typer.echo(to_json(report.findings))
     else:

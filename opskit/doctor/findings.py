@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opskit.doctor.processes import Listener
+    from opskit.doctor.processes import FixDecision, Listener
 
 
 class Severity(str, Enum):
@@ -42,10 +42,15 @@ class Finding:
 
 @dataclass(frozen=True)
 class Report:
-    """Everything doctor found, and the stale processes ``--fix`` may stop."""
+    """Everything doctor found, and what ``--fix`` would do with each server on the address."""
 
     findings: list[Finding]
-    stale: list[Listener] = field(default_factory=list)
+    fix_plan: list[FixDecision] = field(default_factory=list)
+
+    @property
+    def stale(self) -> list[Listener]:
+        """The stale servers of this app: the only processes ``--fix`` stops."""
+        return [decision.proc for decision in self.fix_plan if decision.stop]
 
 
 def evidence_path(path: Path, project: Path) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import pwd
 import shlex
+import shutil
 import signal
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opskit.doctor.findings import Finding, Severity, evidence_path
@@ -28,6 +33,14 @@ class Listener:
     newest_start: float = 0.0
     #: The owner's user name (or uid, where it has no name).
     user: str = "?"
+    #: The kernel's path of its executable (symlinks resolved); "" where it cannot be read.
+    exe: str = ""
+    #: Its real and effective uid; None where they cannot be read.
+    uids: tuple[int, int] | None = None
+    #: Its working directory, against which a relative script path in argv is resolved.
+    cwd: str = ""
+    #: Where its tree listens on the app's port or socket: ``host:port`` or ``unix:/path``.
+    addresses: tuple[str, ...] = ()
 
     @property
     def cmdline(self) -> str:
@@ -52,28 +65,31 @@ def listeners(spec: AppSpec) -> list[Listener]:
     """The server processes listening on the app's port or unix socket, one per process tree.
 
     psutil names one holder per socket, often a worker of a pre-fork server, so each
-    holder is walked up to the topmost ancestor that listens there too: the master, which
-    is the server (one server, not one per worker). PID 1 holding the socket is systemd's
-    socket activation, not a server.
+    holder is walked up to the topmost ancestor that listens there too, or that has the
+    holder's very command line (a fork: gunicorn --reuse-port binds a socket in each
+    worker and none in the master): the master, which is the server (one server, not one
+    per worker). PID 1 holding the socket is systemd's socket activation, not a server.
     """
     import psutil
 
     kind = "unix" if spec.unix_socket else "inet"
-    holders = {
-        conn.pid
-        for conn in psutil.net_connections(kind=kind)
-        if conn.pid is not None and conn.pid != 1 and _listens(conn, spec)
-    }
+    bound: dict[int, set[str]] = {}
+    for conn in psutil.net_connections(kind=kind):
+        if conn.pid is not None and conn.pid != 1 and _listens(conn, spec):
+            bound.setdefault(conn.pid, set()).add(_shown_address(conn.laddr))
     roots: dict[int, psutil.Process] = {}
-    for pid in holders:
+    for pid in bound:
         try:
             root = psutil.Process(pid)
+            argv = root.cmdline()
             for parent in root.parents():
                 if parent.pid == 1:
                     break
                 try:
-                    if parent.pid in holders or any(
-                        _listens(c, spec) for c in parent.net_connections(kind=kind)
+                    if (
+                        parent.pid in bound
+                        or parent.cmdline() == argv
+                        or any(_listens(c, spec) for c in parent.net_connections(kind=kind))
                     ):
                         root = parent
                 except psutil.AccessDenied:
@@ -84,12 +100,14 @@ def listeners(spec: AppSpec) -> list[Listener]:
     out = []
     for pid, root in sorted(roots.items()):
         try:
+            tree = [root, *root.children(recursive=True)]
             starts = []
-            for proc in [root, *root.children(recursive=True)]:
+            for proc in tree:
                 try:
                     starts.append(proc.create_time())
                 except psutil.Error:
                     continue
+            addresses = {a for proc in tree for a in bound.get(proc.pid, ())}
             out.append(
                 Listener(
                     pid=pid,
@@ -97,11 +115,45 @@ def listeners(spec: AppSpec) -> list[Listener]:
                     started=root.create_time(),
                     newest_start=max(starts),
                     user=_user(root),
+                    exe=_readable(root.exe),
+                    uids=_uids(root),
+                    cwd=_readable(root.cwd),
+                    addresses=tuple(sorted(addresses)),
                 )
             )
         except psutil.Error:
             continue
     return out
+
+
+def _host_port(ip: str, port: object) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _shown_address(laddr: object) -> str:
+    if isinstance(laddr, str):
+        return f"unix:{laddr}"
+    return _host_port(str(getattr(laddr, "ip", "?")), getattr(laddr, "port", "?"))
+
+
+def _readable(read: object) -> str:
+    import psutil
+
+    try:
+        return str(read())  # type: ignore[operator]
+    except psutil.AccessDenied:
+        # Another user's process seen by a user who is not root: not provably the server.
+        return ""
+
+
+def _uids(proc: object) -> tuple[int, int] | None:
+    import psutil
+
+    try:
+        uids = proc.uids()  # type: ignore[attr-defined]
+    except psutil.AccessDenied:
+        return None
+    return int(uids.real), int(uids.effective)
 
 
 def _user(proc: object) -> str:
@@ -118,11 +170,160 @@ def _user(proc: object) -> str:
 
 
 def runs_app(argv: Sequence[str], spec: AppSpec) -> bool:
-    """Whether a command line runs this app (its import path, or the spec's command)."""
-    if spec.app:
-        return any(arg == spec.app or arg.endswith("=" + spec.app) for arg in argv)
-    n = len(spec.command)
-    return n > 0 and any(tuple(argv[i : i + n]) == spec.command for i in range(len(argv)))
+    """Whether a command line runs this app: the spec's whole command, else its import path."""
+    if spec.server == "command":
+        n = len(spec.command)
+        return n > 0 and any(tuple(argv[i : i + n]) == spec.command for i in range(len(argv)))
+    app = spec.app
+    return app is not None and any(arg == app or arg.endswith("=" + app) for arg in argv)
+
+
+def server_program(spec: AppSpec) -> str:
+    """The program the unit's ExecStart= runs: the venv's server, or the command's executable."""
+    if spec.server == "command":
+        return spec.command[0]
+    return f"{spec.venv_path}/bin/{spec.server}"
+
+
+def _shebang(path: str) -> str | None:
+    try:
+        with Path(path).open("rb") as f:
+            line = f.readline(512)
+    except OSError:
+        return None
+    if not line.startswith(b"#!"):
+        return None
+    words = os.fsdecode(line[2:]).split()
+    if not words:
+        return None
+    if Path(words[0]).name == "env":
+        # `#!/usr/bin/env python3`: the kernel runs env, which execs the first python on PATH.
+        names = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+        return shutil.which(names[0]) if names else None
+    return words[0]
+
+
+def _interpreters(spec: AppSpec, program: str) -> set[str]:
+    """The interpreters whose process may be ``program`` run as a script, symlinks resolved."""
+    found = set()
+    if spec.server != "command":
+        # A console script's #! is the venv's python; a server started as
+        # `VENV/bin/python VENV/bin/gunicorn` is the same server. pip writes a /bin/sh
+        # #! that execs the venv's python when that path is long or has spaces.
+        found.add(spec.python)
+    interpreter = _shebang(program)
+    if interpreter:
+        # A copied venv's scripts keep the old venv's python in their #!: it still counts.
+        found.add(interpreter)
+    return {os.path.realpath(path) for path in found}
+
+
+def _script_argument(argv: Sequence[str]) -> str | None:
+    """The script of ``INTERPRETER [OPTIONS] SCRIPT ...``; None for -c, -m or stdin.
+
+    The kernel runs a #! script as ``INTERPRETER [#! ARG] SCRIPT ARGS``, so the script is
+    the first argument that is no option; options are read as python(1) does (short
+    flags combine, and -c, -m, -W, -X take the rest of the word or the next one).
+    """
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if arg == "-":
+            return None
+        if arg.startswith("--"):
+            i += 2 if arg == "--check-hash-based-pycs" else 1
+            continue
+        if not arg.startswith("-"):
+            return arg
+        i += 1
+        for pos, flag in enumerate(arg[1:]):
+            if flag in "cm":
+                return None
+            if flag in "WX":
+                if not arg[pos + 2 :]:
+                    i += 1  # its value is the next argument, not the rest of this one
+                break
+    return None
+
+
+def _runs_program(proc: Listener, program: str, interpreters: set[str]) -> bool:
+    """Whether the process is ``program``: its executable, or an interpreter running it.
+
+    Both sides have their symlinks resolved: the kernel's /proc/PID/exe already is (a venv's
+    python is a link to the base interpreter, so its process shows the base's path).
+    """
+    if not proc.exe:
+        return False
+    exe = os.path.realpath(proc.exe)
+    real = os.path.realpath(program)
+    if exe == real:
+        return True
+    script = _script_argument(proc.argv)
+    if not script or exe not in interpreters:
+        return False
+    path = Path(script)
+    if not path.is_absolute():
+        if not proc.cwd:
+            return False
+        # The working directory now, which may not be the one it started in: a mismatch
+        # leaves the process running, never the reverse.
+        path = Path(proc.cwd) / path
+    return os.path.realpath(path) == real
+
+
+#: systemd.exec(5), DynamicUser=: the range systemd allocates dynamic users' uids from.
+DYNAMIC_UIDS = range(61184, 65520)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _owner_problem(proc: Listener, spec: AppSpec) -> str | None:
+    """Why the process's owner is not the one the app's server runs as (None: it is)."""
+    if proc.uids is None:
+        return f"its owner ({proc.user}) cannot be read"
+    if spec.user is not None:
+        try:
+            uid = pwd.getpwnam(spec.user).pw_uid
+        except KeyError:
+            return f"the unit's user {spec.user} does not exist on this host"
+        ok = proc.uids == (uid, uid)
+        owner = f"the unit's user {spec.user}"
+    elif spec.supervisor == "systemd":
+        # Without User=, DynamicUser=yes names the user after the unit and picks its uid
+        # from DYNAMIC_UIDS (systemd.exec(5)); nss-systemd resolves it while the unit runs.
+        # Root or a login user running the same server is someone else's process.
+        ok = all(uid in DYNAMIC_UIDS for uid in proc.uids) and proc.user == spec.name
+        owner = f"the unit's dynamic user {spec.name}"
+    else:
+        # Pidfile mode without a user: the reload script starts the server as the user
+        # who runs it, so the server's owner is whoever runs opskit; as root, only root's.
+        me = os.geteuid()
+        ok = proc.uids == (me, me)
+        owner = f"{_user_name(me)}, who runs opskit (the spec has no user)"
+    return None if ok else f"owned by {proc.user}, not {owner}"
+
+
+def _spec_addresses(spec: AppSpec) -> set[str]:
+    """The addresses the app's server binds, written as ``Listener.addresses`` are."""
+    if spec.unix_socket:
+        return {f"unix:{spec.unix_socket}"}
+    try:
+        ips = {ipaddress.ip_address(spec.host).compressed}
+    except ValueError:
+        # A host name: the servers bind what it resolves to.
+        try:
+            infos = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)
+        except OSError:
+            infos = []
+        ips = {str(info[4][0]) for info in infos}
+    return {_host_port(ip, spec.port) for ip in ips}
 
 
 def _address(spec: AppSpec) -> str:
@@ -142,7 +343,7 @@ def check_shared_port(ctx: Context) -> list[Finding]:
             "; ".join(f"pid {p.pid}: {p.cmdline}" for p in found),
             "stop all but one: with SO_REUSEPORT the kernel spreads connections over "
             "every listener, so some requests reach an old server "
-            "(opskit doctor --fix stops the stale ones running this app)",
+            "(opskit doctor --fix stops the stale ones that are this app's server)",
         )
     ]
 
@@ -174,8 +375,8 @@ def check_stale_code(ctx: Context) -> list[Finding]:
         return []
     path, mtime = ctx.newest_source
     findings = []
+    fixable = {decision.proc.pid for decision in plan_fix(ctx) if decision.stop}
     for proc in _older_than_code(ctx):
-        fixable = runs_app(proc.argv, ctx.spec)
         findings.append(
             Finding(
                 Severity.WARNING,
@@ -184,16 +385,71 @@ def check_stale_code(ctx: Context) -> list[Finding]:
                 f"pid {proc.pid} ({proc.cmdline}) started {_when(proc.started)}; "
                 f"{evidence_path(path, ctx.project)} changed {_when(mtime)}",
                 "reload or restart the service"
-                + (" (or opskit doctor --fix)" if fixable else "")
+                + (" (or opskit doctor --fix)" if proc.pid in fixable else "")
                 + " so it runs the code on disk",
             )
         )
     return findings
 
 
-def stale_processes(ctx: Context) -> list[Listener]:
-    """The stale servers that run this app: the only ones ``--fix`` may stop."""
-    return [proc for proc in _older_than_code(ctx) if runs_app(proc.argv, ctx.spec)]
+@dataclass(frozen=True)
+class FixDecision:
+    """What ``--fix`` does with one server on the app's address, and why."""
+
+    proc: Listener
+    #: Why it is left running; empty when it is this app's stale server, which --fix stops.
+    reasons: tuple[str, ...]
+    #: What makes it this app's stale server, shown before it is stopped.
+    why: str = ""
+
+    @property
+    def stop(self) -> bool:
+        """Whether ``--fix`` stops it."""
+        return not self.reasons
+
+
+def plan_fix(ctx: Context) -> list[FixDecision]:
+    """For each server on the app's address: stop it (this app's stale server) or why not.
+
+    Only a process that is the spec's server program, owned by the unit's user, holding
+    the spec's own address, running this app and older than the code is stopped: a
+    command line anyone can write (``python3 -c ... shop.wsgi:app``) proves nothing.
+    """
+    spec = ctx.spec
+    program = server_program(spec)
+    interpreters = _interpreters(spec, program)
+    wanted = _spec_addresses(spec)
+    stale = {proc.pid for proc in _older_than_code(ctx)}
+    plan = []
+    for proc in ctx.listeners:
+        reasons = []
+        if not _runs_program(proc, program, interpreters):
+            reasons.append(
+                f"not the spec's server {program} (its executable is {proc.exe or 'unreadable'})"
+            )
+        owner = _owner_problem(proc, spec)
+        if owner:
+            reasons.append(owner)
+        held = sorted(wanted.intersection(proc.addresses))
+        if not held:
+            reasons.append(f"listens on {', '.join(proc.addresses) or '?'}, not {spec.bind}")
+        if not runs_app(proc.argv, spec):
+            reasons.append(
+                "its command line does not contain the spec's command"
+                if spec.server == "command"
+                else f"its command line does not name {spec.app}"
+            )
+        if proc.pid not in stale:
+            reasons.append("not older than the code")
+        why = ""
+        if not reasons and ctx.newest_source is not None:
+            changed = evidence_path(ctx.newest_source[0], ctx.project)
+            why = (
+                f"the spec's server {program}, owned by {proc.user}, on {' and '.join(held)}, "
+                f"started before {changed} changed"
+            )
+        plan.append(FixDecision(proc, tuple(reasons), why))
+    return plan
 
 
 def stop_processes(procs: Sequence[Listener], *, timeout: float) -> list[str]:
