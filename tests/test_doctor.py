@@ -867,3 +867,26 @@ def test_severity_is_written_as_its_plain_value():
         "",
         "1 error, 0 warnings, 1 info",
     ]
+
+
+@pytest.mark.servers
+def test_fix_stops_a_stale_uwsgi_with_its_stop_signal(cli, project: Path, start):
+    """uWSGI 2.0 takes SIGTERM for a brutal reload: --fix stops it with SIGQUIT, at once."""
+    port = free_port()
+    proc = start(
+        [
+            f"{sys.prefix}/bin/uwsgi",
+            *("--master", "--module", "demoapp:app", "--http-socket", f"127.0.0.1:{port}"),
+            *("--processes", "1", "--chdir", str(project), "--need-app"),
+        ]
+    )
+    listening(proc, port, children=1)
+    change_code(project)
+    _, _, err = doctor(
+        cli, project, "--fix", "--user", "root", "--server", "uwsgi", port=port, venv=sys.prefix
+    )
+    # After SIGTERM the master re-executes itself and lives on until the SIGKILL
+    # ("killed ... no exit 40 s after SIGTERM").
+    assert f"stopped    pid {proc.pid}" in err.splitlines(), err
+    wait_stopped(proc)
+    assert not alive(proc)

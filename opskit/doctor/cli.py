@@ -34,6 +34,8 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Findings as JSON on stdout.")] = False,
 ) -> None:
     """Diagnose the classic failures of the service on this host and in this project."""
+    import signal
+
     from opskit.doctor.checks import diagnose
     from opskit.doctor.findings import Severity, table, to_json
     from opskit.doctor.processes import stop_processes
@@ -52,7 +54,8 @@ def doctor(
                 say(f"left alone pid {proc.pid} ({proc.user}): {'; '.join(decision.reasons)}")
         stale = report.stale
         if stale:
-            for line in stop_processes(stale, timeout=loaded.graceful_timeout + 10):
+            stop = signal.SIGQUIT if loaded.server == "uwsgi" else signal.SIGTERM
+            for line in stop_processes(stale, timeout=loaded.graceful_timeout + 10, signum=stop):
                 say(line)
             # Report the state after the fix, not the one that was just repaired.
             report = diagnose(loaded, project=project, units=units)

@@ -452,8 +452,13 @@ def plan_fix(ctx: Context) -> list[FixDecision]:
     return plan
 
 
-def stop_processes(procs: Sequence[Listener], *, timeout: float) -> list[str]:
-    """Send SIGTERM to each process (SIGKILL after ``timeout``); return what happened.
+def stop_processes(
+    procs: Sequence[Listener], *, timeout: float, signum: int = signal.SIGTERM
+) -> list[str]:
+    """Send ``signum`` to each process (SIGKILL after ``timeout``); return what happened.
+
+    SIGTERM stops gunicorn and uvicorn; uWSGI 2.0 takes it as a brutal reload, so its
+    caller passes SIGQUIT, the signal its unit stops it with.
 
     A process is signalled only while its PID still belongs to the process found (same
     start time), so a PID reused in between is never hit.
@@ -468,7 +473,7 @@ def stop_processes(procs: Sequence[Listener], *, timeout: float) -> list[str]:
             if abs(current.create_time() - proc.started) > 0.01:
                 lines.append(f"skipped    pid {proc.pid}: a different process now")
                 continue
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signum)
             alive.append((proc, current))
         except (psutil.NoSuchProcess, ProcessLookupError):
             lines.append(f"gone       pid {proc.pid}")
@@ -479,7 +484,8 @@ def stop_processes(procs: Sequence[Listener], *, timeout: float) -> list[str]:
             lines.append(f"stopped    pid {proc.pid}")
         except psutil.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
-            lines.append(f"killed     pid {proc.pid} (no exit {timeout:g} s after SIGTERM)")
+            name = signal.Signals(signum).name
+            lines.append(f"killed     pid {proc.pid} (no exit {timeout:g} s after {name})")
         except psutil.NoSuchProcess:
             lines.append(f"stopped    pid {proc.pid}")
     return lines
