@@ -38,7 +38,10 @@ _NEEDS_QUOTES = re.compile(r"""[\s"'\\]""")
 def _systemd_quoted(text: str) -> str:
     # Inside double quotes systemd undoes C-style escapes, so only backslash and the
     # quote itself need escaping; everything else (non-ASCII included) stays as it is.
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # A newline or tab (only ever in opskit's own text, such as the watchdog's probe
+    # code: spec values refuse control characters) is written as its C escape.
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text.replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def systemd_value(text: str) -> str:

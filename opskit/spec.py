@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -34,6 +35,7 @@ PROFILES = ("default", "relaxed", "off")
 LOG_FORMATS = ("plain", "journald", "json")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SUPERVISORS = ("systemd", "pidfile")
+INSTALLERS = ("pip", "uv")
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,26 @@ class AppSpec:
     log_level: str = "INFO"
     loggers: tuple[tuple[str, str], ...] = ()
     smoke: str | None = None
+    # Upgrade: pip or uv; unset, pip, or uv in a venv without pip.
+    installer: str | None = None
     # Reload script: who runs the server (systemd, or a pidfile for anything else), and a
     # file the app reads its version from at import, which the script fills with a deploy id.
     supervisor: str = "systemd"
     pidfile: str | None = None
     deploy_id_file: str | None = None
+    # Hung and leaking services (docs/limits.md): a worker silent this long is killed and
+    # replaced (gunicorn --timeout, uWSGI harakiri; 0: off); workers are recycled after
+    # this many requests (0: off); the cgroup's limits; the watchdog's probe interval
+    # (0: off) and how many failed probes in a row restart the service.
+    worker_timeout: int = 30
+    max_requests: int = 10000
+    memory_max: str = "50%"
+    memory_high: str | None = None
+    tasks_max: str = "1024"
+    nofile: int = 65536
+    oom_policy: str | None = None
+    watchdog: int = 10
+    watchdog_failures: int = 3
     hardening: Hardening = field(default_factory=Hardening)
 
     @property
@@ -172,6 +189,47 @@ def _build_hardening(raw: Mapping[str, Any], name: str) -> Hardening:
         if key in raw:
             values[key] = validate_bool(f"hardening.{key.replace('_', '-')}", raw[key])
     return Hardening(**values)
+
+
+OOM_POLICIES = ("continue", "stop", "kill")
+# MemoryMax= and friends: bytes with an optional K, M, G or T (base 1024), a percentage
+# of the host's memory, or infinity (systemd.resource-control(5)).
+_SIZE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[KMGT]?|[0-9]+(?:\.[0-9]+)?%|infinity)")
+
+
+def _size(key: str, value: Any) -> str:
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
+    if isinstance(value, bool) or not _SIZE.fullmatch(text):
+        raise SpecError(
+            f"{key}: expected bytes (512M, 2G), a percentage of the host's memory (50%) "
+            f"or infinity, got {value!r}"
+        )
+    if text.endswith("%") and not 0 < float(text[:-1]) <= 100:
+        raise SpecError(f"{key}: a percentage from 0 to 100, got {value!r}")
+    return text
+
+
+def _limits(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
+    """The keys against hung and leaking services."""
+    for key, low, high in (
+        ("worker_timeout", 0, 86400),
+        ("max_requests", 0, 10**9),
+        ("nofile", 64, 1 << 20),
+        ("watchdog", 0, 3600),
+        ("watchdog_failures", 1, 100),
+    ):
+        if key in raw:
+            v[key] = validate_int(key.replace("_", "-"), raw[key], low, high)
+    for key in ("memory_max", "memory_high"):
+        if raw.get(key) is not None:
+            v[key] = _size(key.replace("_", "-"), raw[key])
+    if "tasks_max" in raw:
+        tasks = str(raw["tasks_max"]).strip()
+        if tasks != "infinity":
+            tasks = str(validate_int("tasks-max", raw["tasks_max"], 16, 1 << 22))
+        v["tasks_max"] = tasks
+    if raw.get("oom_policy") is not None:
+        v["oom_policy"] = validate_choice("oom-policy", raw["oom_policy"], OOM_POLICIES)
 
 
 def build_spec(raw: Mapping[str, Any]) -> AppSpec:
@@ -281,11 +339,14 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         v["loggers"] = tuple((n, _validate_level(f"loggers.{n}", lvl)) for n, lvl in pairs)
     if raw.get("smoke") is not None:
         v["smoke"] = validate_text("smoke", raw["smoke"])
+    if raw.get("installer") is not None:
+        v["installer"] = validate_choice("installer", raw["installer"], INSTALLERS)
     if "supervisor" in raw:
         v["supervisor"] = validate_choice("supervisor", raw["supervisor"], SUPERVISORS)
     for key in ("pidfile", "deploy_id_file"):
         if raw.get(key) is not None:
             v[key] = validate_path(key.replace("_", "-"), raw[key])
+    _limits(raw, v)
     if "hardening" in raw:
         hardening = raw["hardening"]
         if not isinstance(hardening, Mapping):

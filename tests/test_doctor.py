@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -139,6 +140,14 @@ def test_start_limit_in_service_section(cli, project: Path, tmp_path: Path):
             "unit-stop-timeout",
             "error",
         ),
+        (lambda t: re.sub(r"MemoryMax=\S+\n", "", t), "unit-memory-limit", "warning"),
+        (
+            lambda t: re.sub(r"MemoryMax=\S+", "MemoryMax=infinity", t),
+            "unit-memory-limit",
+            "warning",
+        ),
+        (lambda t: re.sub(r"Wants=\S+-watchdog.timer\n", "", t), "unit-watchdog", "warning"),
+        (lambda t: t.replace("--timeout 30", "--timeout 0"), "unit-worker-timeout", "warning"),
     ],
 )
 def test_unit_mistakes(edit, check: str, severity: str):
@@ -162,6 +171,15 @@ def test_stop_timeout_below_the_graceful_timeout_on_the_command_line(cli, projec
     assert code == 1
     (finding,) = [f for f in findings if f["check"] == "unit-stop-timeout"]
     assert "TimeoutStopSec=0.5min < gunicorn --graceful-timeout 60" in finding["evidence"]
+
+
+def test_uwsgi_without_harakiri():
+    good = unit_text(server="uwsgi")
+    spec = build_spec({"name": "x", "app": "a:b"})
+    assert check_unit("x.service", good, spec) == []
+    bad = re.sub(r" --harakiri \d+", "", good)
+    assert bad != good
+    assert [f.check for f in check_unit("x.service", bad, spec)] == ["unit-harakiri"]
 
 
 def test_uwsgi_needs_sigquit(cli, project: Path, tmp_path: Path):
@@ -792,9 +810,10 @@ def test_table_on_screen(cli, project: Path, tmp_path: Path):
         for line in lines
     )
     assert any(line.strip().startswith("fix:") for line in lines)
-    # The unit: no Restart= (error), no RestartSec= (warning); two logging warnings.
+    # The unit: no Restart= (error); no RestartSec=, no MemoryMax=, no watchdog
+    # (warnings); two logging warnings.
     infos = 1 if systemd_running() else 2  # pip check's, and no systemd running here
-    assert lines[-1] == f"1 error, 3 warnings, {infos} info"
+    assert lines[-1] == f"1 error, 5 warnings, {infos} info"
     assert result.err == "opskit: error: doctor: 1 error finding(s)\n"
 
 

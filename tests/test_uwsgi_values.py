@@ -12,10 +12,12 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +145,15 @@ def toml(raw: dict[str, object]) -> str:
 
 
 def round_trip(cli, base: Path, env_values: list[str], how: str) -> None:
+    # A short base: the socket path below it must fit uWSGI's 102 bytes.
+    base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        _round_trip(cli, base, env_values, how)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _round_trip(cli, base: Path, env_values: list[str], how: str) -> None:
     raw, workdir = make_spec(base, env_values)
     config = base / "opskit.toml"
     config.write_text(toml(raw))
@@ -152,7 +163,15 @@ def round_trip(cli, base: Path, env_values: list[str], how: str) -> None:
     assert result.code == 0, result.err
     sock = str(raw["unix_socket"])
     with serving(argv, base, sock):
-        got = ask(sock)
+        # The socket file appears at bind(), a moment before listen(): retry a refusal.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = ask(sock)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "uWSGI never accepted"
+                time.sleep(0.05)
         pidfile = Path(str(raw["pidfile"]))
         assert pidfile.read_text().strip().isdigit()
     assert got["cwd"] == str(workdir)
@@ -241,3 +260,17 @@ def test_every_key_refuses_what_uwsgi_expands(cli, tmp_path: Path, key: str, val
             result.err.startswith(f"opskit: error: {key}") and "uWSGI would replace" in result.err
         )
         assert not (tmp_path / "out").exists()
+
+
+def test_a_socket_path_uwsgi_cannot_bind_is_refused(cli, tmp_path: Path) -> None:
+    path = "/run/rt-s/" + "s" * 90 + ".sock"  # 105 bytes: sun_path takes it, uWSGI does not
+    config = tmp_path / "opskit.toml"
+    config.write_text(toml({"name": "rt", "server": "uwsgi", "app": "a:b", "unix_socket": path}))
+    result = cli("systemd", "--config", str(config), "-o", str(tmp_path / "out"))
+    assert result.code == 2
+    assert result.err == (
+        f"opskit: error: unix-socket: uWSGI binds at most 102 bytes, got 105 in {path!r} "
+        "(or use --socket)\n"
+    )
+    # With --socket systemd binds it, and uWSGI only takes the descriptor.
+    assert cli("systemd", "--config", str(config), "--socket", "-o", "-").code == 0

@@ -230,10 +230,14 @@ def test_bundles_killed_at_random_moments_leave_one_whole_set(tmp_path: Path) ->
         before = after
 
 
+ONE_UNIT = ("demo", "--app", "a:b", "--set", "watchdog=0")
+
+
 def test_concurrent_runs_without_force_one_creates_the_other_conflicts(tmp_path: Path) -> None:
     unit = {}
     for workers in ("2", "3"):
-        shown = opskit(tmp_path, "systemd", "demo", "--app", "a:b", "--workers", workers, "-o", "-")
+        # One file per run (no watchdog units): the write step is what is under test.
+        shown = opskit(tmp_path, "systemd", *ONE_UNIT, "--workers", workers, "-o", "-")
         assert shown.returncode == 0, shown.stderr
         unit[workers] = shown.stdout
     for pair in range(20):
@@ -244,7 +248,7 @@ def test_concurrent_runs_without_force_one_creates_the_other_conflicts(tmp_path:
             workers: subprocess.Popen(
                 [
                     *(sys.executable, "-c", BARRIER, str(tmp_path / f"ready{pair}-{workers}")),
-                    *(str(gate), "systemd", "demo", "--app", "a:b", "--workers", workers),
+                    *(str(gate), "systemd", *ONE_UNIT, "--workers", workers),
                     *("-o", str(out)),
                 ],
                 cwd=tmp_path,

@@ -12,6 +12,7 @@ from opskit.doctor.live import (
     check_app,
     check_denied_network,
     check_live_units,
+    check_memory_growth,
     check_port_holder,
 )
 from opskit.doctor.processes import (
@@ -59,6 +60,7 @@ Check = Callable[[Context], list[Finding]]
 CHECKS: tuple[tuple[str, Check], ...] = (
     ("unit files", check_units),
     ("units as systemd runs them", check_live_units),
+    ("a running service's memory growing", check_memory_growth),
     ("the app's port held by another process", check_port_holder),
     ("the app imports as the service runs it", check_app),
     ("a network the sandbox blocks", check_denied_network),

@@ -6,7 +6,9 @@ finding says that the live ones could not.
 
 from __future__ import annotations
 
+import itertools
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -205,5 +207,69 @@ def check_denied_network(ctx: Context) -> list[Finding]:
             "IPAddressDeny= drops the SYNs (connects hang until the client's timeout): "
             "allow the address with --ip-address-allow, or --allow-outbound; with --socket "
             "use the database's unix socket",
+        )
+    ]
+
+
+#: How long and how often doctor samples a running service's memory.
+RSS_SAMPLES = 4
+RSS_INTERVAL = 1.0
+#: Growth that counts: this share of the first sample and at least this many bytes, in
+#: every interval (a service warming its caches grows once, then settles).
+RSS_GROWTH = 0.02
+RSS_MIN_BYTES = 1 << 20
+
+
+def service_rss(main_pid: int) -> int | None:
+    """The resident memory of a service's main process and all its descendants."""
+    import psutil
+
+    try:
+        main = psutil.Process(main_pid)
+        procs = [main, *main.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def check_memory_growth(ctx: Context) -> list[Finding]:
+    """A running service whose memory grows in every sample over a few seconds: a leak."""
+    if not systemd_running():
+        return []
+    from opskit.systemd.status import read_status
+
+    status = read_status(f"{ctx.spec.name}.service", runner=_runner())
+    if not status.running or status.main_pid <= 0:
+        return []
+    samples = []
+    for i in range(RSS_SAMPLES):
+        if i:
+            time.sleep(RSS_INTERVAL)
+        rss = service_rss(status.main_pid)
+        if rss is None:
+            return []
+        samples.append(rss)
+    steps = [b - a for a, b in itertools.pairwise(samples)]
+    if not all(s >= max(RSS_MIN_BYTES, samples[0] * RSS_GROWTH) for s in steps):
+        return []
+    mib = [f"{s / (1 << 20):.0f}" for s in samples]
+    rate = (samples[-1] - samples[0]) / ((RSS_SAMPLES - 1) * RSS_INTERVAL) / (1 << 20)
+    return [
+        Finding(
+            Severity.WARNING,
+            "memory-growth",
+            f"{status.unit}'s memory grew in every sample, {rate:.1f} MiB/s: a leak, or a "
+            "cache without a bound",
+            f"RSS of pid {status.main_pid} and its children, {RSS_INTERVAL:g} s apart: "
+            + " -> ".join(mib)
+            + " MiB",
+            "let workers recycle (max-requests), bound the service's memory (memory-max), "
+            "and look for the leak (docs/limits.md)",
         )
     ]

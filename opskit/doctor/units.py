@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from opskit.doctor.findings import Finding, Severity, evidence_path
 from opskit.spec import AppSpec
+from opskit.systemd.install import is_watchdog_unit
 from opskit.systemd.unitfile import UnitLine, exec_argv, parse_timespan, parse_unit
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ def unit_paths(spec: AppSpec, project: Path, given: Sequence[Path] | None) -> li
     for path in candidates:
         if path.is_dir():
             # opskit systemd writes deploy/systemd/, a bundle deploy/: look below too.
-            found.extend(sorted(path.rglob("*.service")))
+            # The watchdog's probe is a oneshot of opskit's own, not a server.
+            found.extend(p for p in sorted(path.rglob("*.service")) if not is_watchdog_unit(p.name))
         elif path.is_file() and path.suffix == ".service":
             # Restart= and the rest belong to services; a .socket unit has none of them.
             found.append(path)
@@ -209,6 +211,7 @@ def check_unit(where: str, text: str, spec: AppSpec) -> list[Finding]:
                     "set KillSignal=SIGQUIT (or pass --die-on-term)",
                 )
             )
+    findings += _hang_and_leak(where, lines, argv, last)
     reload = last("Service", "ExecReload")
     if (
         is_server(argv, "gunicorn")
@@ -224,6 +227,63 @@ def check_unit(where: str, text: str, spec: AppSpec) -> list[Finding]:
                 f"{where}:{reload.line}: ExecReload={reload.value} and --preload in ExecStart",
                 "drop --preload (HUP then loads new code in new workers), or reload by "
                 "restarting (with a .socket unit, so no request is refused)",
+            )
+        )
+    return findings
+
+
+def _hang_and_leak(
+    where: str,
+    lines: Sequence[UnitLine],
+    argv: tuple[str, ...],
+    last: Callable[[str, str], UnitLine | None],
+) -> list[Finding]:
+    """A unit that nothing restarts when it hangs, and nothing stops when it leaks."""
+    findings: list[Finding] = []
+    memory = last("Service", "MemoryMax")
+    if memory is None or memory.value in ("", "infinity"):
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "unit-memory-limit",
+                "no MemoryMax=: a leak grows until the host's OOM killer picks a victim, "
+                "perhaps another service",
+                f"{where}: " + (f"MemoryMax={memory.value}" if memory else "no MemoryMax="),
+                "set MemoryMax= (opskit's default: 50% of the host) and let Restart=always "
+                "bring the service back (docs/limits.md)",
+            )
+        )
+    wants = " ".join(d.value for d in lines if d.section == "Unit" and d.key == "Wants")
+    watchdog = "-watchdog.timer" in wants or last("Service", "WatchdogSec") is not None
+    if not watchdog:
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "unit-watchdog",
+                "no watchdog: a server that hangs without exiting is never restarted",
+                f"{where}: no Wants=...-watchdog.timer, no WatchdogSec=",
+                "regenerate the unit with opskit (watchdog = 10), which adds "
+                "NAME-watchdog.timer and its probe (docs/limits.md)",
+            )
+        )
+    if is_server(argv, "gunicorn") and (_flag_value(argv, "--timeout") or "30") == "0":
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "unit-worker-timeout",
+                "gunicorn --timeout 0: a worker stuck on a request is never replaced",
+                f"{where}: --timeout 0 in ExecStart",
+                "drop --timeout 0 (gunicorn's default is 30 s), or give the longest request's time",
+            )
+        )
+    if is_server(argv, "uwsgi") and (_flag_value(argv, "--harakiri") or "0") == "0":
+        findings.append(
+            Finding(
+                Severity.WARNING,
+                "unit-harakiri",
+                "uWSGI without harakiri: a worker stuck on a request is never replaced",
+                f"{where}: no --harakiri in ExecStart",
+                "add --harakiri 30 (seconds; opskit's worker-timeout)",
             )
         )
     return findings

@@ -8,6 +8,7 @@ from opskit.reload.plan import fifo_path, pidfile_path, plan_reload
 from opskit.render import RenderedFile, ini_value, render_template
 from opskit.spec import AppSpec
 from opskit.systemd.units import environment, server_unit
+from opskit.systemd.watchdog import state_dir, watchdog_enabled
 
 
 def uwsgi_options(spec: AppSpec) -> list[tuple[str, str]]:
@@ -58,6 +59,11 @@ def render_reload(spec: AppSpec) -> list[RenderedFile]:
         unit=f"{spec.name}.service",
         environment=environment(spec),
         timeout=spec.graceful_timeout + 30,
+        watchdog_dir=(
+            state_dir(spec)
+            if spec.supervisor == "systemd" and watchdog_enabled(spec)
+            else None
+        ),
     )
     files = [RenderedFile(f"reload-{spec.name}.sh", script, 0o755)]
     if spec.server == "uwsgi":

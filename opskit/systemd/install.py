@@ -134,12 +134,21 @@ def obsolete_units(files: Sequence[RenderedFile], unit_dir: Path) -> list[str]:
     holding the port the service now wants to bind itself.
     """
     names = {f.name for f in files}
-    services = [n.removesuffix(".service") for n in names if n.endswith(".service")]
+    services = [
+        n.removesuffix(".service")
+        for n in names
+        if n.endswith(".service") and not is_watchdog_unit(n)
+    ]
     out = []
     for service in services:
-        socket = f"{service}.socket"
-        if socket not in names and _generated_by_opskit(unit_dir / socket):
-            out.append(socket)
+        # A .socket after --no-socket; the watchdog's two units after watchdog = 0.
+        for unit in (
+            f"{service}.socket",
+            f"{service}-watchdog.timer",
+            f"{service}-watchdog.service",
+        ):
+            if unit not in names and _generated_by_opskit(unit_dir / unit):
+                out.append(unit)
     return out
 
 
@@ -185,12 +194,15 @@ def install_units(
         _systemctl(runner, "daemon-reload")
         steps.append("daemon-reload")
     touched: list[str] = []
+    # The watchdog's timer is pulled in by the service's Wants= and its probe by the
+    # timer: neither has an [Install] section of its own, nor is started here.
+    primary = [u for u in units if not is_watchdog_unit(u)]
     if enable:
-        to_enable = [u for u in units if _answer(runner, "is-enabled", u) != "enabled"]
+        to_enable = [u for u in primary if _answer(runner, "is-enabled", u) != "enabled"]
         if to_enable:
             _systemctl(runner, "enable", *to_enable)
             steps.append(f"enable {' '.join(to_enable)}")
-        to_start = [u for u in units if not active_before[u]]
+        to_start = [u for u in primary if not active_before[u]]
         sockets = [u for u in to_start if u.endswith(".socket")]
         for socket in sockets:
             service = socket.removesuffix(".socket") + ".service"
@@ -226,6 +238,11 @@ def install_units(
         progress(f"waiting for {services[0]} to serve ({_where(spec)})")
         serving = prove_serving(spec, services[0], runner=runner, since=started_at)
     return InstallResult(planned, steps, stale, serving)
+
+
+def is_watchdog_unit(name: str) -> bool:
+    """Whether a unit file is one of the watchdog's (opskit.systemd.watchdog)."""
+    return name.endswith(("-watchdog.timer", "-watchdog.service"))
 
 
 def _where(spec: AppSpec) -> str:

@@ -9,7 +9,9 @@ from opskit.errors import SpecError
 from opskit.render import RenderedFile, render_template, systemd_value, uwsgi_arg
 from opskit.spec import AppSpec
 from opskit.systemd.hardening import hardening, runtime_dir, under
+from opskit.systemd.limits import resource_directives, worker_args
 from opskit.systemd.network import NetworkDecision, decide
+from opskit.systemd.watchdog import render_watchdog, watchdog_enabled
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             argv.append("--preload")
         if spec.log_config:
             argv += ["--log-config-json", spec.log_config]
+        argv += worker_args(spec)
         argv += [*extra, str(spec.app)]
         return ServerUnit(
             tuple(argv),
@@ -75,6 +78,7 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         argv += ["--timeout-graceful-shutdown", str(spec.graceful_timeout)]
         if spec.log_config:
             argv += ["--log-config", spec.log_config]
+        argv += worker_args(spec)
         argv += extra
         return ServerUnit(
             tuple(argv),
@@ -106,11 +110,16 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             # the config by `opskit logging init`) applies OPSKIT_LOG_CONFIG in every
             # process that loads the app, before the app is imported.
             argv += ["--import", "opskit_logsetup"]
+        argv += worker_args(spec)
         argv += extra
         # uWSGI's master, the main process, sends READY=1 itself, so the default
         # NotifyAccess=main suffices (its docs' NotifyAccess=all costs exposure).
         return ServerUnit(tuple(argv), "notify", kill_signal="SIGQUIT", reload=True)
     return ServerUnit(tuple(spec.command), "exec")
+
+
+#: The longest unix socket path uWSGI binds itself.
+UWSGI_SUN_PATH_MAX = 102
 
 
 def _refuse_uwsgi_expansion(spec: AppSpec) -> None:
@@ -139,6 +148,14 @@ def _refuse_uwsgi_expansion(spec: AppSpec) -> None:
             uwsgi_arg(value)
         except ValueError as exc:
             raise SpecError(f"{key}: {exc}") from None
+    socket = spec.unix_socket
+    if socket and not spec.socket and len(socket.encode()) > UWSGI_SUN_PATH_MAX:
+        # uWSGI keeps a byte of sun_path for the abstract namespace (core/socket.c) and
+        # exits with "invalid socket name"; with --socket systemd binds it instead.
+        raise SpecError(
+            f"unix-socket: uWSGI binds at most {UWSGI_SUN_PATH_MAX} bytes, "
+            f"got {len(socket.encode())} in {socket!r} (or use --socket)"
+        )
 
 
 def environment(spec: AppSpec) -> list[tuple[str, str]]:
@@ -227,15 +244,19 @@ def render_units(spec: AppSpec, network: NetworkDecision | None = None) -> list[
         "description": spec.description or f"{spec.name} ({spec.server})",
         "environment": environment(spec),
         "hardening": directives,
+        "limits": resource_directives(spec),
         "hardening_notes": notes,
         "timeout_stop": spec.graceful_timeout + 10,
         "listen": systemd_value(listen_address(spec)),
     }
+    context["watchdog"] = watchdog_enabled(spec)
     files = [RenderedFile(f"{spec.name}.service", render_template("systemd/service.j2", **context))]
     if spec.socket:
         files.append(
             RenderedFile(f"{spec.name}.socket", render_template("systemd/socket.j2", **context))
         )
+    if context["watchdog"]:
+        files += render_watchdog(spec, context)
     for file in files:
         _refuse_long_lines(file)
     return files
