@@ -60,9 +60,7 @@ def render_reload(spec: AppSpec) -> list[RenderedFile]:
         environment=environment(spec),
         timeout=spec.graceful_timeout + 30,
         watchdog_dir=(
-            state_dir(spec)
-            if spec.supervisor == "systemd" and watchdog_enabled(spec)
-            else None
+            state_dir(spec) if spec.supervisor == "systemd" and watchdog_enabled(spec) else None
         ),
     )
     files = [RenderedFile(f"reload-{spec.name}.sh", script, 0o755)]
