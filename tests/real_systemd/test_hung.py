@@ -7,6 +7,7 @@ process so that no regression can eat the machine's memory.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -93,6 +94,19 @@ def props(box, spec) -> dict[str, str]:
     return box.show(f"{spec.name}.service", "MainPID", "NRestarts", "ActiveState")
 
 
+def assert_not_restarted(box, spec, before: dict[str, str]) -> None:
+    """The same main process as ``before``, and no restart since."""
+    after = props(box, spec)
+    assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]
+
+
+def wait_restarted(box, spec, before: dict[str, str], since: float) -> None:
+    """Wait (at most 120 s from ``since``) until systemd has restarted the service."""
+    while props(box, spec)["NRestarts"] == before["NRestarts"]:
+        assert time.monotonic() < since + 120, box.journal(f"{spec.name}-watchdog.service")
+        time.sleep(0.2)
+
+
 def fire_and_forget(box, path: str) -> None:
     """Send a request that will never be answered, and let the client give up at once."""
     script = (
@@ -139,10 +153,7 @@ def test_a_deadlocked_app_is_killed_and_serves_again(boot, hang_dir, measure):
     before = props(box, spec)
     stuck = time.monotonic()
     fire_and_forget(box, "/hang")
-    deadline = stuck + 120
-    while props(box, spec)["NRestarts"] == before["NRestarts"]:
-        assert time.monotonic() < deadline, box.journal(f"{spec.name}-watchdog.service")
-        time.sleep(0.2)
+    wait_restarted(box, spec, before, stuck)
     took = serving_again(box, stuck, timeout=60)
     assert props(box, spec)["MainPID"] != before["MainPID"]
     measure(f"watchdog, gunicorn: deadlocked app to serving again {took:.1f} s")
@@ -154,7 +165,11 @@ def test_a_stuck_worker_is_replaced_without_a_restart(boot, hang_dir, measure, s
     box = start(boot, hang_dir, f"stuck-{server}", spec)
     before = props(box, spec)
     main = int(before["MainPID"])
-    workers = set(box.run("pgrep", "-P", str(main)).stdout.split())
+    # The first worker to answer is not the last to start: wait for both.
+    deadline = time.monotonic() + 60
+    while len(workers := set(box.run("pgrep", "-P", str(main), check=False).stdout.split())) < 2:
+        assert time.monotonic() < deadline, workers
+        time.sleep(0.1)
     assert len(workers) == 2, workers
     fire_and_forget(box, "/hang")
     deadline = time.monotonic() + 90
@@ -164,8 +179,7 @@ def test_a_stuck_worker_is_replaced_without_a_restart(boot, hang_dir, measure, s
             break
         assert time.monotonic() < deadline, (workers, now, box.journal(f"{spec.name}.service"))
         time.sleep(0.2)
-    after = props(box, spec)
-    assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]
+    assert_not_restarted(box, spec, before)
     assert len(now & workers) == 1  # the idle worker lives on
     measure(f"{server}: a deadlocked worker replaced by the worker timeout, no restart")
 
@@ -183,16 +197,13 @@ def test_a_leak_is_bounded_by_worker_recycling(boot, hang_dir, measure):
         "        seen.append((int(pid), int(held)))\n"
         "print(json.dumps(seen))\n"
     )
-    import json
-
     seen = json.loads(box.run(nspawn.SYSTEM_PYTHON, "-c", script).stdout)
     held = max(h for _, h in seen)
     pids = {p for p, _ in seen}
     # Without recycling each of the 2 workers would hold about 60 MiB by the end.
     assert held <= 10 + 1, held  # max-requests 10, jitter 1
     assert len(pids) >= 6, pids
-    after = props(box, spec)
-    assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"]
+    assert_not_restarted(box, spec, before)
     measure(
         f"recycling: 120 leaking requests, at most {held} MiB held by a worker, {len(pids)} workers"
     )
@@ -215,9 +226,8 @@ def test_no_false_restart_under_load(boot, hang_dir, measure):
         "print(n, failed)\n"
     )
     sent, failed = map(int, box.run(nspawn.SYSTEM_PYTHON, "-c", script, timeout=180).stdout.split())
-    after = props(box, spec)
     assert failed == 0
-    assert after["NRestarts"] == before["NRestarts"] and after["MainPID"] == before["MainPID"]
+    assert_not_restarted(box, spec, before)
     probes = box.journal_json(f"{spec.name}-watchdog.service")
     runs = [e for e in probes if str(e.get("MESSAGE", "")).startswith("Finished ")]
     assert len(runs) >= 4, len(runs)  # the watchdog did probe, every 10 s
@@ -242,10 +252,7 @@ def test_the_watchdog_waits_for_a_reload_and_leaves_a_stopped_socket_service(
         time.sleep(bound(spec) + 4)
         assert props(box, spec)["NRestarts"] == before["NRestarts"]
         box.run("kill", pid)
-        deadline = time.monotonic() + 60
-        while props(box, spec)["NRestarts"] == before["NRestarts"]:
-            assert time.monotonic() < deadline, box.journal(f"{spec.name}-watchdog.service")
-            time.sleep(0.2)
+        wait_restarted(box, spec, before, time.monotonic())
     finally:
         holder.kill()
     box.wait_http(url("/"), timeout=60)
@@ -281,8 +288,6 @@ def test_the_limits_are_what_systemd_reads(boot, hang_dir):
 
 
 def test_doctor_sees_a_running_service_leak(boot, hang_dir, measure):
-    import json
-
     spec = spec_for("gunicorn", "leaky", workers=1, max_requests=0, watchdog=0)
     box = start(boot, hang_dir, "leaky", spec)
     doctor = [
