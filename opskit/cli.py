@@ -29,6 +29,9 @@ COMMANDS = {
     "makefile": "opskit.bundle.cli",
     "bundle": "opskit.bundle.cli",
     "doctor": "opskit.doctor.cli",
+    "deploy": "opskit.deploy.cli",
+    "rollback": "opskit.deploy.cli",
+    "releases": "opskit.deploy.cli",
 }
 
 

@@ -61,7 +61,7 @@ class SpecOption:
         return [self.flags[0], str(value)]
 
 
-_S, _R = ("systemd",), ("reload-script",)
+_S, _R, _D = ("systemd",), ("reload-script",), ("deploy",)
 
 #: Every spec option, in the order --help and docs/cli.md list them.
 SPEC_OPTIONS: tuple[SpecOption, ...] = (
@@ -80,6 +80,12 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     SpecOption("environment", ("--env", "-e"), list, "NAME=VALUE, repeatable."),
     SpecOption("environment_file", ("--env-file",), str, "EnvironmentFile= path."),
     SpecOption("graceful_timeout", ("--graceful-timeout",), int, "Seconds to drain on stop [30]."),
+    SpecOption(
+        "base",
+        ("--base",),
+        str,
+        "Releases under BASE/releases, the live one BASE/current (workdir and venv follow).",
+    ),
     # The units.
     SpecOption("restart_sec", ("--restart-sec",), str, "RestartSec= [5].", _S),
     SpecOption(
@@ -140,6 +146,20 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
         "Serve the new code from a throwaway server before the reload [on].",
         _R,
         toggle=True,
+    ),
+    # Releases.
+    SpecOption("keep_releases", ("--keep-releases",), int, "Releases kept [5].", _D),
+    SpecOption("shared", ("--shared",), list, "Path in BASE/shared linked into each release.", _D),
+    SpecOption(
+        "pre_switch",
+        ("--pre-switch",),
+        list,
+        "Command run in the new release before the switch; repeatable.",
+        _D,
+        metavar="CMD",
+    ),
+    SpecOption(
+        "interpreter", ("--interpreter",), str, "Python that makes release venvs [python3].", _D
     ),
     # The logging config.
     SpecOption(

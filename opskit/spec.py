@@ -107,6 +107,16 @@ class AppSpec:
     oom_policy: str | None = None
     watchdog: int = 10
     watchdog_failures: int = 3
+    # Releases (docs/deploy.md): BASE/releases/ID each with its code and venv, BASE/current
+    # the live one. With a base, the service runs from BASE/current and its venv.
+    base: str | None = None
+    keep_releases: int = 5
+    # Paths relative to a release that live in BASE/shared and are linked into each one.
+    shared: tuple[str, ...] = ()
+    # Commands run in the new release before the switch (Django: migrate, collectstatic).
+    pre_switch: tuple[str, ...] = ()
+    # The Python that creates each release's venv.
+    interpreter: str = "python3"
     hardening: Hardening = field(default_factory=Hardening)
 
     @property
@@ -232,6 +242,45 @@ def _limits(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
         v["oom_policy"] = validate_choice("oom-policy", raw["oom_policy"], OOM_POLICIES)
 
 
+def _releases(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
+    """The release keys; a base fixes the working directory and the venv."""
+    if "keep_releases" in raw:
+        v["keep_releases"] = validate_int("keep-releases", raw["keep_releases"], 2, 1000)
+    if "shared" in raw:
+        shared = []
+        for item in validate_str_list("shared", raw["shared"]):
+            parts = item.strip("/").split("/")
+            if item.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise SpecError(
+                    f"shared: {item!r} must be a path inside the release, like 'media' or '.env'"
+                )
+            if parts[0] in ("venv", ".opskit-release.json"):
+                raise SpecError(f"shared: {item!r} is the release's own")
+            shared.append("/".join(parts))
+        v["shared"] = tuple(dict.fromkeys(shared))
+    if "pre_switch" in raw:
+        v["pre_switch"] = validate_str_list("pre-switch", raw["pre_switch"])
+    if raw.get("interpreter") is not None:
+        v["interpreter"] = validate_text("interpreter", raw["interpreter"])
+    if raw.get("base") is None:
+        return
+    base = validate_path("base", raw["base"]).rstrip("/")
+    if base in ("", "/"):
+        raise SpecError("base: must be a directory of its own, like /srv/NAME")
+    v["base"] = base
+    for key, derived in (
+        ("working_directory", f"{base}/current"),
+        ("venv", f"{base}/current/venv"),
+    ):
+        given = v.get(key)
+        if given is not None and given.rstrip("/") != derived:
+            raise SpecError(
+                f"{key.replace('_', '-')}: with base = {base!r} the service runs from "
+                f"{derived}; remove {key.replace('_', '-')}"
+            )
+        v[key] = derived
+
+
 def build_spec(raw: Mapping[str, Any]) -> AppSpec:
     """Validate a flat mapping of snake_case keys into an AppSpec; raise SpecError naming the field.
 
@@ -347,6 +396,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         if raw.get(key) is not None:
             v[key] = validate_path(key.replace("_", "-"), raw[key])
     _limits(raw, v)
+    _releases(raw, v)
     if "hardening" in raw:
         hardening = raw["hardening"]
         if not isinstance(hardening, Mapping):

@@ -157,9 +157,9 @@ def test_missing_required_values(cli, workdir: Path, argv: list[str]) -> None:
 
 
 def test_unknown_command(cli) -> None:
-    result = cli("deploy")
+    result = cli("launch")
     assert result.code == 2
-    assert result.err == "opskit: error: No such command 'deploy'.\n"
+    assert result.err == "opskit: error: No such command 'launch'.\n"
 
 
 def test_no_arguments_prints_help_with_the_usage_code(cli) -> None:

@@ -25,6 +25,9 @@ SPEC_COMMANDS = [
     ("makefile",),
     ("bundle",),
     ("doctor",),
+    ("deploy",),
+    ("rollback",),
+    ("releases",),
 ]
 
 

@@ -23,6 +23,7 @@ from opskit.doctor.processes import (
     plan_fix,
 )
 from opskit.doctor.project import check_del_methods, check_uwsgi_threads, newest_source
+from opskit.doctor.releases import check_releases
 from opskit.doctor.units import UnitFile, check_units, read_unit_files, unit_paths
 from opskit.spec import AppSpec
 
@@ -67,6 +68,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("uWSGI threads at import", check_uwsgi_threads),
     ("servers sharing the address", check_shared_port),
     ("servers older than the code", check_stale_code),
+    ("releases and what serves them", check_releases),
     ("__del__ methods", check_del_methods),
     ("logging setup", check_logging_setup),
     ("pip check", check_pip),

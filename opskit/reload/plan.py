@@ -15,6 +15,7 @@ HUP = "hup"  # SIGHUP to the master (pidfile mode)
 SYSTEMCTL_RELOAD = "systemctl-reload"  # ExecReload=, which sends SIGHUP to $MAINPID
 SYSTEMCTL_RESTART = "systemctl-restart"  # a restart while the .socket unit holds the port
 CHAIN = "chain"  # uWSGI chain reload: "c" written to the master FIFO
+FULL = "full"  # uWSGI graceful reload: "r" to the FIFO, the master re-executes itself
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,16 @@ def plan_reload(spec: AppSpec) -> ReloadPlan:
                 "set preload = false (or socket = true under systemd, to restart instead)"
             )
     elif spec.server == "uvicorn":
-        if spec.workers >= 2:
+        if spec.base and not (systemd and spec.socket):
+            raise SpecError(
+                "socket: with base, uvicorn's HUP would start workers in the old release's "
+                "directory; set socket = true, so that a deploy restarts it behind the "
+                "socket unit"
+            )
+        if spec.base:
+            mechanism = SYSTEMCTL_RESTART
+            description = "systemctl restart behind the socket unit (a new master in the release)"
+        elif spec.workers >= 2:
             mechanism = SYSTEMCTL_RELOAD if systemd else HUP
             description = "SIGHUP: uvicorn starts new workers, then stops the old ones"
         elif systemd and spec.socket:
@@ -129,13 +139,19 @@ def plan_reload(spec: AppSpec) -> ReloadPlan:
                 "lazy-apps: without lazy-apps uWSGI's workers are forked from the master's "
                 "copy of the app, so a chain reload keeps serving old code; set lazy-apps = true"
             )
-        mechanism = CHAIN
-        description = "uWSGI chain reload (one worker at a time) through the master FIFO"
+        if spec.base:
+            # A chain reload forks workers from a master that stays in the old release's
+            # directory (uWSGI does not re-read chdir): re-execute the master instead.
+            mechanism = FULL
+            description = "uWSGI graceful reload (the master re-executes) through the master FIFO"
+        else:
+            mechanism = CHAIN
+            description = "uWSGI chain reload (one worker at a time) through the master FIFO"
     return ReloadPlan(
         mechanism=mechanism,
         description=description,
         warnings=tuple(warnings),
         pidfile=None if systemd else pidfile_path(spec),
-        fifo=fifo_path(spec) if mechanism == CHAIN else None,
+        fifo=fifo_path(spec) if mechanism in (CHAIN, FULL) else None,
         preflight=_preflight(spec),
     )

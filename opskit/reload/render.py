@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from opskit.errors import SpecError
 from opskit.reload.canary import plan_canary
 from opskit.reload.plan import fifo_path, pidfile_path, plan_reload
@@ -48,14 +50,50 @@ def uwsgi_options(spec: AppSpec) -> list[tuple[str, str]]:
     return options
 
 
+def release_spec(spec: AppSpec, release_dir: str) -> AppSpec:
+    """The spec as one release runs it: its own directory and venv, not BASE/current's.
+
+    What the deploy's checks run (preflight, canary) before BASE/current points at it.
+    """
+    assert spec.base is not None
+    current = spec.working_directory
+    deploy_id_file = spec.deploy_id_file
+    if deploy_id_file and deploy_id_file.startswith(current + "/"):
+        deploy_id_file = release_dir + deploy_id_file[len(current) :]
+    return replace(
+        spec,
+        base=None,
+        working_directory=release_dir,
+        venv=f"{release_dir}/venv",
+        deploy_id_file=deploy_id_file,
+    )
+
+
 def render_reload(spec: AppSpec) -> list[RenderedFile]:
     """Render reload-NAME.sh (executable) and, for uWSGI, NAME.uwsgi.ini."""
-    plan = plan_reload(spec)
+    return _render(spec, spec)
+
+
+def render_deploy_reload(spec: AppSpec, release_dir: str, *, canary: bool) -> str:
+    """The script a deploy runs for one release: OPSKIT_STEP=check, then =reload.
+
+    Its preflight and canary run the release from its own directory; its signal and
+    verification are the service's, through BASE/current.
+    """
+    checked = release_spec(spec, release_dir)
+    if not canary:
+        checked = replace(checked, canary=False)
+    return _render(spec, checked, steps=True)[0].content
+
+
+def _render(spec: AppSpec, checked: AppSpec, *, steps: bool = False) -> list[RenderedFile]:
+    plan = replace(plan_reload(spec), preflight=plan_reload(checked).preflight)
     script = render_template(
         "reload/reload.sh.j2",
-        spec=spec,
+        spec=checked,
         plan=plan,
-        canary=plan_canary(spec),
+        steps=steps,
+        canary=plan_canary(checked),
         unit=f"{spec.name}.service",
         environment=environment(spec),
         timeout=spec.graceful_timeout + 30,

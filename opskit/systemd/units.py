@@ -42,7 +42,12 @@ def server_unit(spec: AppSpec) -> ServerUnit:
     bin_dir = f"{spec.venv_path}/bin"
     extra = list(spec.server_args)
     if spec.server == "gunicorn":
-        argv = [f"{bin_dir}/gunicorn", "--workers", str(spec.workers)]
+        argv = [*_launcher(spec, "gunicorn"), "--workers", str(spec.workers)]
+        if spec.base:
+            # Given explicitly, --chdir is the symlink's path, which gunicorn re-reads and
+            # chdirs to on every HUP: the master and new workers move to the live release
+            # (by default it keeps the resolved directory it started in).
+            argv += ["--chdir", spec.working_directory]
         # With socket activation gunicorn takes LISTEN_FDS and ignores --bind.
         if not spec.socket:
             argv += ["--bind", spec.bind]
@@ -63,7 +68,9 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             no_reload_reason="with --preload a HUP forks new workers from the old, imported code",
         )
     if spec.server == "uvicorn":
-        argv = [f"{bin_dir}/uvicorn", str(spec.app)]
+        argv = [*_launcher(spec, "uvicorn"), str(spec.app)]
+        if spec.base:
+            argv += ["--app-dir", spec.working_directory]
         if spec.socket:
             # The .socket unit passes the listening socket as fd 3 (SD_LISTEN_FDS_START).
             argv += ["--fd", "3"]
@@ -89,6 +96,11 @@ def server_unit(spec: AppSpec) -> ServerUnit:
     if spec.server == "uwsgi":
         _refuse_uwsgi_expansion(spec)
         argv = [f"{bin_dir}/uwsgi", "--master", "--module", str(spec.app)]
+        if spec.base:
+            # A graceful reload re-executes uWSGI with these options: it changes to the
+            # live release and its venv again (the binary it re-executes is the old
+            # release's, by /proc/self/exe, which keeps the previous release in use).
+            argv += ["--chdir", spec.working_directory, "--virtualenv", spec.venv_path]
         if spec.socket:
             # uWSGI makes each LISTEN_FDS socket a socket of its own with the default
             # protocol (uwsgi, not HTTP) and then skips --http-socket for the same
@@ -116,6 +128,20 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         # NotifyAccess=main suffices (its docs' NotifyAccess=all costs exposure).
         return ServerUnit(tuple(argv), "notify", kill_signal="SIGQUIT", reload=True)
     return ServerUnit(tuple(spec.command), "exec")
+
+
+def _launcher(spec: AppSpec, module: str) -> list[str]:
+    """The server's own script, or with releases ``python -m SERVER`` through BASE/current.
+
+    A console script's #! names the interpreter of the venv it was installed into, the
+    release's real path; run as BASE/current/venv/bin/python, the interpreter's prefix
+    and site-packages stay paths through the symlink, so every process started after a
+    switch (a worker uvicorn spawns, a module a new worker imports) finds the live
+    release's packages.
+    """
+    if spec.base:
+        return [spec.python, "-m", module]
+    return [f"{spec.venv_path}/bin/{module}"]
 
 
 #: The longest unix socket path uWSGI binds itself.

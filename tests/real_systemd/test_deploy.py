@@ -1,0 +1,253 @@
+"""Releases on a real systemd: deploy beside the live release, switch, verify, roll back.
+
+The example app is deployed from project directories written here, each with a lock of
+the wheelhouse's gunicorn; opskit runs inside the container (this checkout, TOOL_VENV)
+and builds every release's venv with the container's own Python, offline, from the
+base's wheel cache. Every check is made from outside opskit as well: the version the
+service answers, and the working directory of every process of the unit in /proc.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shlex
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opskit.spec import build_spec
+from opskit.systemd.units import render_units
+from tests.real_systemd import nspawn
+from tests.real_systemd.corpus import OPSKIT
+from tests.real_systemd.demo import EXAMPLE, url
+from tests.real_systemd.test_canary import BROKEN_AT_IMPORT, BROKEN_LAZILY, _under_load
+
+pytestmark = [pytest.mark.systemd, pytest.mark.timeout(600)]
+
+BASE = "/srv/rel"
+CONFIG = "/srv/deploy/opskit.toml"
+WHEELS = "/srv/wheels"
+RAW: dict[str, Any] = {
+    "name": "demo",
+    "server": "gunicorn",
+    "app": "demoapp:app",
+    "port": 8000,
+    "workers": 2,
+    "base": BASE,
+    "graceful_timeout": 5,
+    "health_path": "/health",
+    "version_path": "/version",
+    "deploy_id_file": f"{BASE}/current/VERSION",
+    "interpreter": nspawn.SYSTEM_PYTHON,
+    "watchdog": 0,
+}
+TOML = "\n".join(
+    f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in RAW.items()
+)  # JSON strings and numbers are TOML too
+
+
+def _wheel_pin(wheelhouse: Path, name: str) -> tuple[str, str]:
+    path = next(wheelhouse.glob(f"{name}-*.whl"))
+    return path.name, path.name.split("-")[1]
+
+
+def _conflicting_wheel() -> tuple[str, bytes]:
+    """A wheel that needs packaging < 1: installed beside packaging 26, pip check fails."""
+    name = "needs_old_packaging-1.0-py3-none-any.whl"
+    files = {
+        "needs_old_packaging.py": b"",
+        "needs_old_packaging-1.0.dist-info/METADATA": (
+            b"Metadata-Version: 2.1\nName: needs-old-packaging\nVersion: 1.0\n"
+            b"Requires-Dist: packaging<1\n"
+        ),
+        "needs_old_packaging-1.0.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(
+        f"{path},sha256="
+        f"{base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+        f"{len(data)}\n"
+        for path, data in files.items()
+    )
+    record += "needs_old_packaging-1.0.dist-info/RECORD,,\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+        archive.writestr("needs_old_packaging-1.0.dist-info/RECORD", record)
+    return name, buffer.getvalue()
+
+
+class Site:
+    """One container with the units installed and the wheel cache filled."""
+
+    def __init__(self, box: nspawn.Container, wheelhouse: Path) -> None:
+        self.box = box
+        names = []
+        self.lock = ""
+        for package in ("gunicorn", "packaging"):
+            filename, version = _wheel_pin(wheelhouse, package)
+            names.append(filename)
+            self.lock += f"{package}=={version}\n"
+        box.run("mkdir", "-p", f"{BASE}/wheels", "/srv/deploy")
+        for filename in names:
+            box.run("cp", f"{WHEELS}/{filename}", f"{BASE}/wheels/")
+        name, data = _conflicting_wheel()
+        box.write_file(f"{BASE}/wheels/{name}", data)
+        box.write_file(CONFIG, TOML + "\n")
+        box.install_units(render_units(build_spec(RAW)))
+
+    def project(self, tag: str, extra: str = "", lock_extra: str = "") -> str:
+        directory = f"/srv/projects/{tag}"
+        source = (EXAMPLE / "demoapp.py").read_text() + f"\n# release {tag}\n" + extra
+        self.box.write_file(f"{directory}/demoapp.py", source)
+        self.box.write_file(f"{directory}/VERSION", "0\n")
+        self.box.write_file(f"{directory}/requirements.txt", self.lock + lock_extra)
+        return directory
+
+    def opskit(self, *args: str, timeout: float = 600.0):
+        return self.box.run(OPSKIT, *args, "--config", CONFIG, check=False, timeout=timeout)
+
+    def deploy(self, directory: str) -> tuple[Any, dict[str, Any]]:
+        proc = self.opskit("deploy", directory, "--json")
+        return proc, json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+    def version(self) -> str:
+        return self.box.http_get(url("/version")).body.strip()
+
+    def cwds(self) -> set[str]:
+        """The working directory of every process of demo.service, from /proc."""
+        group = self.box.systemctl("show", "--property=ControlGroup", "--value", "demo.service")
+        script = (
+            f"for p in $(cat /sys/fs/cgroup{shlex.quote(group.strip())}/cgroup.procs); "
+            'do readlink "/proc/$p/cwd"; done'
+        )
+        out = self.box.run("sh", "-c", script).stdout.split()
+        assert out, "demo.service runs no process"
+        return set(out)
+
+    def serves(self, release: str) -> None:
+        assert self.box.run("readlink", f"{BASE}/current").stdout.strip() == f"releases/{release}"
+        for _ in range(8):
+            assert self.version() == release
+        assert self.cwds() == {f"{BASE}/releases/{release}"}
+
+
+@pytest.fixture
+def site(boot, wheelhouse: Path) -> Site:
+    box = boot("deploy", binds=(nspawn.Bind(wheelhouse, WHEELS),), app=False)
+    return Site(box, wheelhouse)
+
+
+def test_deploy_switch_refuse_and_roll_back_under_load(site: Site, measure) -> None:
+    proc, first = site.deploy(site.project("v1"))
+    assert proc.returncode == 0, proc.stderr + site.box.journal("demo.service")
+    v1 = first["release"]
+    assert first["status"] == "live" and first["built"], first
+    site.serves(v1)
+
+    v2_dir = site.project("v2")
+    (proc, second), load = _under_load(site.box, lambda: site.deploy(v2_dir), seconds=30)
+    measure(f"deploy v1 -> v2 (gunicorn): {load['failed']} of {load['ok'] + load['failed']} failed")
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    v2 = second["release"]
+    assert v2 != v1 and second["previous"] == v1
+    site.serves(v2)
+
+    for tag, extra, lock_extra, why in (
+        ("import", BROKEN_AT_IMPORT, "", "does not pass its checks"),
+        ("lazy", BROKEN_LAZILY, "", "does not pass its checks"),
+        ("conflict", "", "needs-old-packaging==1.0\n", "dependencies conflict"),
+    ):
+        directory = site.project(f"v3-{tag}", extra, lock_extra)
+        (proc, refused), load = _under_load(
+            site.box, lambda d=directory: site.deploy(d), seconds=20
+        )
+        measure(f"deploy v3 broken ({tag}): exit {proc.returncode}, {load['failed']} failed")
+        assert proc.returncode == 1, proc.stderr
+        assert why in proc.stderr, proc.stderr
+        assert refused["status"] == "refused", refused
+        assert load["failed"] == 0, load
+        site.serves(v2)
+        # A refused build leaves no release behind (a refused check keeps its, for rollback
+        # and inspection, until pruning).
+        if tag == "conflict":
+            assert refused["release"] not in site.box.run("ls", f"{BASE}/releases").stdout
+
+    proc, again = site.deploy(v2_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert again["release"] == v2 and again["status"] == "unchanged", again
+    assert "nothing to do" in proc.stderr
+
+    took: list[float] = []
+
+    def timed_rollback():
+        started = time.monotonic()
+        done = site.opskit("rollback", "--json")
+        took.append(time.monotonic() - started)
+        return done
+
+    proc, load = _under_load(site.box, timed_rollback, seconds=10)
+    measure(f"rollback v2 -> v1 (gunicorn), command to verified: {took[0]:.2f} s under load")
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    assert json.loads(proc.stdout)["release"] == v1
+    site.serves(v1)
+    listing = json.loads(site.opskit("releases", "--json").stdout)
+    assert listing["live"] == v1 and listing["journal"] is None
+    live = [r for r in listing["releases"] if r["live"]]
+    assert [r["id"] for r in live] == [v1] and live[0]["pids"], listing
+
+
+#: When opskit is killed, as a shell test that turns true at that point of a real run.
+KILL_AT = {
+    # Its reload script runs its checks (the canary): nothing is switched yet.
+    "check": "pgrep -f 'opskit-reload\\.[0-9]+\\.sh' >/dev/null",
+    # The journal is written: the switch is next.
+    "journal": f"[ -e {BASE}/.opskit-journal.json ]",
+    # After the switch, its reload script signals and verifies.
+    "reload": (
+        f"[ -e {BASE}/.opskit-journal.json ] && pgrep -f 'opskit-reload\\.[0-9]+\\.sh' >/dev/null"
+    ),
+}
+
+
+@pytest.mark.parametrize("when", list(KILL_AT))
+def test_a_killed_deploy_is_repaired_by_the_next_run(site: Site, when: str, measure) -> None:
+    proc, first = site.deploy(site.project("v1"))
+    assert proc.returncode == 0, proc.stderr
+    v1 = first["release"]
+    directory = site.project("v2")
+    # SIGKILL to opskit alone (its reload script lives on, orphaned), at a real point.
+    script = (
+        f"{shlex.quote(OPSKIT)} deploy {directory} --config {CONFIG} & pid=$!; "
+        f"until {KILL_AT[when]}; do sleep 0.005; done; kill -KILL $pid; wait $pid; "
+        "echo killed $?"
+    )
+    killed = site.box.run("sh", "-c", script, check=False, timeout=600)
+    assert "killed 137" in killed.stdout, killed.stdout + killed.stderr
+    proc = site.opskit("releases", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    assert listing["journal"] is None, listing
+    live = listing["live"]
+    if when == "check":
+        # Killed before the switch: nothing to repair, the old release serves.
+        assert "repair:" not in proc.stderr, proc.stderr
+        assert live == v1
+    else:
+        assert "repair: a deploy switching" in proc.stderr, proc.stderr
+    measure(f"deploy killed at {when}: the next run kept {'v1' if live == v1 else 'v2'}")
+    site.serves(live)
+    # And the next deploy of v2 goes through.
+    proc, again = site.deploy(directory)
+    assert proc.returncode == 0, proc.stderr
+    site.serves(again["release"])

@@ -1,0 +1,270 @@
+"""Releases without a service: the spec keys, the content hash, the layout, a real build.
+
+The switch, reload and repair under a real systemd are in tests/real_systemd/test_deploy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from opskit.deploy.build import build
+from opskit.deploy.layout import Layout, new_id
+from opskit.deploy.source import content_hash, stage
+from opskit.errors import OperationFailed, SpecError
+from opskit.proc import SubprocessRunner
+from opskit.reload.plan import plan_reload
+from opskit.reload.render import render_deploy_reload
+from opskit.spec import build_spec
+from opskit.systemd.units import server_unit
+from tests.test_reload import needs_shellcheck
+from tests.test_upgrade_pip import make_wheel
+
+BASE = "/srv/shop"
+
+
+def spec(**extra):
+    raw = {"name": "shop", "app": "shop:app", "base": BASE, **extra}
+    return build_spec(raw)
+
+
+# --- the spec ---------------------------------------------------------------------------
+
+
+def test_a_base_fixes_the_working_directory_and_the_venv():
+    s = spec()
+    assert s.working_directory == f"{BASE}/current"
+    assert s.venv_path == f"{BASE}/current/venv"
+    with pytest.raises(SpecError, match="working-directory: with base"):
+        spec(working_directory="/srv/other")
+    with pytest.raises(SpecError, match="venv: with base"):
+        spec(venv="/srv/other/venv")
+    with pytest.raises(SpecError, match="base: must be a directory of its own"):
+        spec(base="/")
+
+
+@pytest.mark.parametrize("bad", ["../etc", "/etc/passwd", "a/../b", "venv", ""])
+def test_shared_paths_stay_inside_the_release(bad):
+    with pytest.raises(SpecError, match="shared"):
+        spec(shared=[bad])
+
+
+def test_cli_without_a_base_is_one_line_and_exit_2(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("deploy", "--name", "shop", "--app", "shop:app", "--workdir", str(tmp_path))
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and "base: not set" in result.err, result.err
+
+
+# --- what the servers run --------------------------------------------------------------
+
+
+def test_servers_run_through_current_so_a_reload_finds_the_live_release():
+    gunicorn = server_unit(spec()).argv
+    assert gunicorn[:3] == (f"{BASE}/current/venv/bin/python", "-m", "gunicorn")
+    assert gunicorn[gunicorn.index("--chdir") + 1] == f"{BASE}/current"
+    uvicorn = server_unit(spec(server="uvicorn", socket=True)).argv
+    assert uvicorn[uvicorn.index("--app-dir") + 1] == f"{BASE}/current"
+    uwsgi = server_unit(spec(server="uwsgi")).argv
+    assert uwsgi[uwsgi.index("--virtualenv") + 1] == f"{BASE}/current/venv"
+    assert plan_reload(spec(server="uwsgi")).mechanism == "full"
+    assert plan_reload(spec(server="uvicorn", socket=True)).mechanism == "systemctl-restart"
+    with pytest.raises(SpecError, match="socket: with base, uvicorn"):
+        plan_reload(spec(server="uvicorn"))
+
+
+@needs_shellcheck
+@pytest.mark.parametrize(
+    "extra", [{}, {"server": "uvicorn", "socket": True}, {"server": "uwsgi"}], ids=str
+)
+def test_deploy_script_is_shellcheck_clean_and_checks_the_release(extra, tmp_path):
+    release = f"{BASE}/releases/20260101T000000Z-0123456789ab"
+    s = spec(version_path="/v", deploy_id_file=f"{BASE}/current/VERSION", **extra)
+    text = render_deploy_reload(s, release, canary=True)
+    assert f"WORKDIR={release}\n" in text
+    assert f"DEPLOY_ID_FILE={release}/VERSION\n" in text
+    path = tmp_path / "reload.sh"
+    path.write_text(text)
+    done = subprocess.run(["shellcheck", "--severity=style", str(path)], capture_output=True)
+    assert done.returncode == 0, done.stdout.decode()
+    bad = subprocess.run(
+        ["bash", str(path)], env={**os.environ, "OPSKIT_STEP": "bogus"}, capture_output=True
+    )
+    assert bad.returncode == 2 and b"OPSKIT_STEP must be check, reload" in bad.stderr
+
+
+# --- the content hash ------------------------------------------------------------------
+
+
+def _project(directory: Path, body: str = "app = 1\n") -> Path:
+    directory.mkdir(parents=True)
+    (directory / "shop.py").write_text(body)
+    (directory / "requirements.txt").write_text("flask==3.1.3\n")
+    (directory / "__pycache__").mkdir()
+    (directory / "__pycache__" / "shop.cpython-311.pyc").write_bytes(b"junk")
+    return directory
+
+
+def _hash(source: str | None, project: Path, into: Path) -> str:
+    return content_hash(stage(source, project, into, None), "3.11.7")
+
+
+def test_the_same_content_hashes_the_same_however_it_is_packed(tmp_path):
+    project = _project(tmp_path / "p")
+    by_dir = _hash(None, project, tmp_path / "s1")
+    sdists = []
+    for n in (1, 2):
+        sdist = tmp_path / f"shop-{n}.tar.gz"
+        with tarfile.open(sdist, "w:gz") as archive:
+            for name in ("shop.py", "requirements.txt"):
+                info = archive.gettarinfo(project / name, f"shop-1.0/{name}")
+                info.mtime = n * 1000  # other archive bytes, the same content
+                with (project / name).open("rb") as handle:
+                    archive.addfile(info, handle)
+        sdists.append(sdist)
+    assert sdists[0].read_bytes() != sdists[1].read_bytes()
+    assert _hash(str(sdists[0]), project, tmp_path / "s2") == by_dir
+    assert _hash(str(sdists[1]), project, tmp_path / "s3") == by_dir
+    if shutil.which("git"):
+        git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t"]
+        subprocess.run([*git, "init", "-q"], check=True)
+        (project / ".gitignore").write_text("__pycache__/\n")
+        subprocess.run([*git, "add", "shop.py", "requirements.txt"], check=True)
+        subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+        (project / ".gitignore").unlink()
+        assert _hash("HEAD", project, tmp_path / "s4") == by_dir
+
+
+def test_a_byte_a_mode_or_the_interpreter_changes_the_hash(tmp_path):
+    project = _project(tmp_path / "p")
+    first = _hash(None, project, tmp_path / "a")
+    (project / "shop.py").write_text("app = 2\n")
+    second = _hash(None, project, tmp_path / "b")
+    (project / "shop.py").chmod(0o755)
+    third = _hash(None, project, tmp_path / "c")
+    other_python = content_hash(stage(None, project, tmp_path / "d", None), "3.12.0")
+    assert len({first, second, third, other_python}) == 4
+
+
+def test_an_unknown_source_is_a_usage_error(tmp_path, cli):
+    with pytest.raises(Exception, match="not a wheel, an sdist"):
+        stage("no-such-ref", tmp_path, tmp_path / "s", None)
+
+
+# --- the layout ------------------------------------------------------------------------
+
+
+def test_switch_history_previous_and_journal(tmp_path):
+    layout = Layout(tmp_path)
+    ids = [new_id(f"{n:064x}", now=1_700_000_000 + n) for n in (1, 2, 3)]
+    for release_id in ids:
+        layout.release(release_id).mkdir(parents=True)
+        (layout.release(release_id) / ".opskit-release.json").write_text('{"hash": "x"}')
+    assert layout.ids() == sorted(ids)
+    for release_id in (ids[0], ids[2], ids[1]):
+        layout.switch(release_id)
+        layout.record_live(release_id)
+    assert str((tmp_path / "current").readlink()) == f"releases/{ids[1]}"
+    assert layout.live() == ids[1]
+    assert layout.previous(ids[1]) == ids[2]
+    layout.write_journal({"from": ids[2], "to": ids[1]})
+    assert layout.read_journal() == {"from": ids[2], "to": ids[1]}
+    layout.clear_journal()
+    assert layout.read_journal() is None
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_lock_names_its_holder(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from opskit.deploy.layout import Layout\n"
+         "with Layout(Path(sys.argv[1])).locked(print):\n"
+         "    print('held', flush=True); time.sleep(60)",
+         str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(OperationFailed, match=f"pid {holder.pid}"),
+            Layout(tmp_path).locked(print, wait=False),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Layout(tmp_path).locked(print, wait=False):
+        pass
+
+
+# --- a real build, offline ---------------------------------------------------------------
+
+
+@pytest.mark.pip
+@pytest.mark.timeout(600)
+def test_a_release_is_built_fresh_from_the_cache_and_a_conflict_is_refused(tmp_path):
+    base = tmp_path / "base"
+    wheels = base / "wheels"
+    make_wheel(wheels, "alpha", "1.0", requires=["beta>=2"])
+    make_wheel(wheels, "beta", "2.0")
+    make_wheel(wheels, "beta", "1.0")
+    s = spec(base=str(base), interpreter=sys.executable, shared=["media"])
+    layout = Layout(base)
+    said: list[str] = []
+    runner = SubprocessRunner()
+
+    def release(tag: str, lock: str) -> tuple[str, Path]:
+        project = tmp_path / tag
+        project.mkdir()
+        (project / "shop.py").write_text(f"app = {tag!r}\n")
+        (project / "requirements.txt").write_text(lock)
+        staged = stage(None, project, tmp_path / f"stage-{tag}", None)
+        digest = content_hash(staged, "3.11")
+        release_id = new_id(digest, now=time.time())
+        build(s, layout, staged, release_id, digest, runner=runner, say=said.append)
+        return release_id, layout.release(release_id)
+
+    release_id, path = release("one", "alpha==1.0\nbeta==2.0\n")
+    assert "build: every pinned package is in the wheel cache" in said
+    python = path / "venv" / "bin" / "python"
+    shown = subprocess.run(
+        [str(python), "-c", "import alpha, beta, sys; print(alpha.VERSION, beta.VERSION)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shown.stdout.split() == ["1.0", "2.0"]
+    # A fresh venv at the release's own path, not a copy: its scripts name it.
+    # (a long path gets pip's /bin/sh trampoline instead of a #! line: it names it too)
+    assert str(python) in (path / "venv" / "bin" / "pip").read_text()
+    assert (path / "media").is_symlink() and (base / "shared" / "media").is_dir()
+    assert layout.manifest(release_id) is not None
+    assert oct(path.stat().st_mode & 0o777) == "0o755"
+
+    with pytest.raises(OperationFailed, match="dependencies conflict"):
+        release("two", "alpha==1.0\nbeta==1.0\n")
+    assert [p.name for p in layout.releases.iterdir()] == [release_id]
+
+
+def test_doctor_names_an_unfinished_switch_and_a_dangling_current(tmp_path):
+    from opskit.doctor.checks import diagnose
+
+    layout = Layout(tmp_path / "base")
+    release_id = new_id("0" * 64, now=1_700_000_000)
+    layout.release(release_id).mkdir(parents=True)
+    (layout.release(release_id) / ".opskit-release.json").write_text("{}")
+    layout.write_journal({"from": None, "to": release_id})
+    s = spec(base=str(layout.base))
+    checks = {f.check: f for f in diagnose(s, project=tmp_path).findings}
+    assert checks["release-journal"].severity == "error"
+    assert release_id in checks["release-journal"].evidence
+    assert "release-live" in checks  # current points at nothing
+    layout.switch(release_id)
+    layout.clear_journal()
+    checks = {f.check for f in diagnose(s, project=tmp_path).findings}
+    assert not checks & {"release-journal", "release-live"}
