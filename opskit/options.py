@@ -140,6 +140,14 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     SpecOption("preload", ("--preload",), bool, "gunicorn --preload.", _R, toggle=True),
     SpecOption("lazy_apps", ("--lazy-apps",), bool, "uWSGI lazy-apps.", _R, toggle=True),
     SpecOption(
+        "keep_alive",
+        ("--keep-alive",),
+        bool,
+        "uvicorn: keep connections open between requests [off: Connection: close].",
+        ("systemd", "reload-script"),
+        toggle=True,
+    ),
+    SpecOption(
         "canary",
         ("--canary",),
         bool,

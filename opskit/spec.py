@@ -80,6 +80,9 @@ class AppSpec:
     server_args: tuple[str, ...] = ()
     preload: bool = False
     lazy_apps: bool = True
+    # uvicorn: keep connections open between requests (off: every answer says
+    # Connection: close, so no reload closes an idle connection under a client).
+    keep_alive: bool = False
     # Reload script: boot the new code in a throwaway server before signalling the real one.
     canary: bool = True
     log_config: str | None = None
@@ -369,7 +372,7 @@ def build_spec(raw: Mapping[str, Any]) -> AppSpec:
         if not DURATION.fullmatch(sec):
             raise SpecError(f"restart-sec: expected a duration like 5, 500ms or 1min, got {sec!r}")
         v["restart_sec"] = sec
-    for key in ("socket", "preload", "lazy_apps", "canary"):
+    for key in ("socket", "preload", "lazy_apps", "canary", "keep_alive"):
         if key in raw:
             v[key] = validate_bool(key.replace("_", "-"), raw[key])
     if raw.get("description") is not None:

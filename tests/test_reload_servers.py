@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -588,3 +589,222 @@ def test_an_interrupted_script_leaves_no_canary_behind(site: Site, cli, signo):
     assert before <= workers(site)
     assert {site.version() for _ in range(12)} == {"v1"}
     assert "Traceback" not in err, err
+
+
+# --- keep-alive clients ------------------------------------------------------------------
+
+
+def unit_spec(site: Site, **extra: object):
+    """The spec site.script() writes to opskit.toml, for the server's own command line."""
+    from opskit.spec import build_spec
+
+    return build_spec(
+        {
+            "name": "demo",
+            "server": site.server,
+            "app": "demoapp:asgi" if site.server == "uvicorn" else "demoapp:app",
+            "port": site.port,
+            "working_directory": str(site.dir),
+            "venv": str(BIN.parent),
+            "supervisor": "pidfile",
+            "pidfile": str(site.pidfile),
+            **extra,
+        }
+    )
+
+
+SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+def start_as_the_unit(site: Site, cli, server: str, *extra: str, socket: bool = False) -> Path:
+    """Start uvicorn or uWSGI with the command line opskit generates (pidfile mode).
+
+    With ``socket``, as the socket unit would: systemd-socket-activate holds the port and
+    passes it as fd 3 (LISTEN_FDS), and the server gets the --socket command line.
+    """
+    from opskit.systemd.units import server_unit
+
+    site.server = server
+    script = site.script(cli, *(["--socket"] if socket else []))
+    if server == "uvicorn":
+        argv = [*server_unit(unit_spec(site, socket=socket)).argv, *extra]
+    else:
+        argv = [str(BIN / "uwsgi"), "--ini", str(script.parent / "demo.uwsgi.ini"), *extra]
+    if socket:
+        assert SOCKET_ACTIVATE is not None
+        argv = [SOCKET_ACTIVATE, "--listen", f"127.0.0.1:{site.port}", *argv]
+    # systemd-socket-activate execs the server: its pid is the server's.
+    site.start(argv, pidfile=site.pidfile if server == "uvicorn" else None)
+    return script
+
+
+class KeepAliveLoad:
+    """4 threads, at most 25 req/s each, each on ONE connection it reuses, as urllib3 does.
+
+    Before reusing its connection a thread checks it: one the server closed while idle
+    (readable, EOF) is replaced, and so is one whose last answer said Connection: close.
+    A request that then gets no answer is a failure, not retried. Every answer's
+    Connection header is kept, and whether its request went out on a reused connection.
+    """
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.answers: list[tuple[str, str, bool]] = []  # (body, Connection header, reused)
+        self.failed: list[tuple[type[BaseException], bool]] = []  # (error, reused)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client) for _ in range(4)]
+
+    def _client(self) -> None:
+        import http.client
+        import select
+
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            began = time.monotonic()
+            if conn is not None and (conn.sock is None or select.select([conn.sock], [], [], 0)[0]):
+                conn.close()
+                conn = None
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    conn.connect()
+                conn.request("GET", "/version")
+                response = conn.getresponse()
+                body = response.read().decode().strip()
+                header = (response.getheader("Connection") or "").lower()
+                if response.will_close:
+                    conn.close()
+                    conn = None
+                with self._lock:
+                    self.answers.append((body, header, reused))
+            except (OSError, http.client.HTTPException) as exc:
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                with self._lock:
+                    self.failed.append((type(exc), reused))
+            time.sleep(max(0.0, 0.04 - (time.monotonic() - began)))
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> KeepAliveLoad:
+        for thread in self._threads:
+            thread.start()
+        # Until every thread has had answers: the reload then meets connections in use.
+        deadline = time.monotonic() + 30
+        while len(self.answers) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # As many answers again after the reload, from the new code.
+        start = len(self.answers)
+        deadline = time.monotonic() + 30
+        while len(self.answers) < start + 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+@pytest.mark.parametrize(
+    "socket",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                SOCKET_ACTIVATE is None, reason="systemd-socket-activate is not installed"
+            ),
+        ),
+    ],
+    ids=["bound", "socket-activated"],
+)
+@pytest.mark.parametrize("server", ["uvicorn", "uwsgi"])
+def test_keep_alive_clients_lose_nothing_across_the_script(site: Site, cli, server, socket):
+    """Every answer says Connection: close, so no client reuses a connection a reload closes.
+
+    Before, uvicorn kept connections open and closed the idle ones of each worker it
+    retired, and uWSGI's http-socket closed each one after its answer without saying so:
+    a client sending its next request on such a connection met a reset (uvicorn 0-8,
+    uWSGI 0-74 per reload under load, docs/benchmarks/reload.md). Now no request goes
+    out on a reused connection at all, with the port bound by the server or passed in
+    by socket activation (uWSGI's --protocol http instead of --http-socket).
+    """
+    script = start_as_the_unit(site, cli, server, socket=socket)
+    if socket and server == "uwsgi":
+        assert "\nprotocol = http\n" in (script.parent / "demo.uwsgi.ini").read_text()
+    with KeepAliveLoad(site.port) as load:
+        (site.dir / "VERSION").write_text("v2\n")
+        proc = run_script(script, "v2")
+        assert proc.returncode == 0, proc.stderr + site.logs()
+    assert {body for body, _, _ in load.answers} == {"v1", "v2"}
+    headers = collections.Counter(header for _, header, _ in load.answers)
+    assert headers == {"close": len(load.answers)}, headers
+    assert not any(reused for *_, reused in [*load.answers, *load.failed])
+    if server == "uwsgi":
+        assert load.failed == [], load.failed
+    else:
+        # What is left is uvicorn's own shutdown race, not keep-alive: a retiring worker
+        # closes a connection it accepted in the same event-loop turn but has not read
+        # yet (its HTTP protocol's shutdown(): no request cycle, so close), and that
+        # fresh connection's one request meets a reset. At most one connection per
+        # client can be in that state when each of the two old workers shuts down. The
+        # client sees a reset, or EOF instead of an answer (RemoteDisconnected, a subclass).
+        assert all(issubclass(error, ConnectionResetError) for error, _ in load.failed), load.failed
+        assert len(load.failed) <= 2 * 4, load.failed
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn", "uwsgi"])
+def test_the_server_closes_the_connection_it_says_it_closes(site: Site, cli, server):
+    """An HTTP/1.1 request without Connection: close: the answer says close, then EOF.
+
+    uvicorn gets a keep-alive timeout of an hour, so only the header can make it close.
+    """
+    if server == "gunicorn":
+        site.server = server
+        site.start(gunicorn(site))
+    elif server == "uvicorn":
+        start_as_the_unit(site, cli, server, "--timeout-keep-alive", "3600")
+    else:
+        start_as_the_unit(site, cli, server)
+    with socket.create_connection(("127.0.0.1", site.port), timeout=60) as sock:
+        sock.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):  # b"": the server closed; a timeout fails
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 200"), data
+    assert "connection: close" in lines[1:], data
+    assert body == b"v1\n", data
+
+
+def test_keep_alive_true_leaves_uvicorn_keeping_connections_open(site: Site):
+    """The opt-out: keep-alive = true is uvicorn's own behaviour, the header is gone."""
+    from opskit.systemd.units import server_unit
+
+    site.server = "uvicorn"
+    argv = list(server_unit(unit_spec(site, keep_alive=True)).argv)
+    assert "connection:close" not in argv
+    site.start(argv, pidfile=site.pidfile)
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=30)
+    conn.connect()
+    first = conn.sock
+    try:
+        for _ in range(3):
+            conn.request("GET", "/version")
+            response = conn.getresponse()
+            assert response.read() == b"v1\n"
+            assert response.getheader("Connection") is None
+            assert not response.will_close
+            sock = conn.sock
+            assert sock is not None and sock is first, "not the same connection"
+    finally:
+        conn.close()

@@ -86,6 +86,11 @@ def server_unit(spec: AppSpec) -> ServerUnit:
         if spec.log_config:
             argv += ["--log-config", spec.log_config]
         argv += worker_args(spec)
+        if not spec.keep_alive:
+            # Every answer says Connection: close, and uvicorn (h11) then closes the
+            # connection itself: no client holds an idle connection for a worker that a
+            # reload or --limit-max-requests retires to close under its next request.
+            argv += ["--header", "connection:close"]
         argv += extra
         return ServerUnit(
             tuple(argv),
@@ -111,6 +116,10 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             address = spec.unix_socket if spec.unix_socket else spec.bind
             argv += ["--http-socket", address]
         argv += ["--processes", str(spec.workers), "--enable-threads", "--need-app"]
+        # The http-socket closes the connection after every answer without saying so
+        # (proto/base.c, HTTP/1.1 included): a keep-alive client (urllib3, requests)
+        # sends its next request into the closed connection and meets a reset. Say it.
+        argv += ["--add-header", "Connection: close"]
         if spec.lazy_apps:
             # Load the app in each worker: threads started at import do not survive
             # fork, and chain reload loads new code only with lazy-apps.
