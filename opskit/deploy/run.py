@@ -154,7 +154,6 @@ def _go_live(
     spec: AppSpec,
     layout: Layout,
     to: str,
-    previous: str | None,
     outcome: Outcome,
     *,
     canary: bool,
@@ -197,9 +196,7 @@ def _switch_verified(
     """The journaled switch; on failure the previous release is switched back and reloaded."""
     with _held():
         layout.write_journal({"from": previous, "to": to, "pid": os.getpid(), "at": time.time()})
-        failure = _go_live(
-            spec, layout, to, previous, outcome, canary=canary, runner=runner, say=say
-        )
+        failure = _go_live(spec, layout, to, outcome, canary=canary, runner=runner, say=say)
         if failure is None:
             layout.record_live(to)
             layout.clear_journal()
