@@ -268,3 +268,24 @@ def test_doctor_names_an_unfinished_switch_and_a_dangling_current(tmp_path):
     layout.clear_journal()
     checks = {f.check for f in diagnose(s, project=tmp_path).findings}
     assert not checks & {"release-journal", "release-live"}
+
+
+def test_a_new_server_version_or_python_needs_a_new_master(tmp_path):
+    from opskit.deploy.run import _server_changed
+
+    layout = Layout(tmp_path)
+    old, new = (new_id(f"{n:064x}", now=1_700_000_000 + n) for n in (1, 2))
+    for release_id, gunicorn, python in ((old, "27.0.1", "3.11.2"), (new, "27.0.1", "3.11.2")):
+        site = layout.release(release_id) / "venv/lib/python3.11/site-packages"
+        (site / f"gunicorn-{gunicorn}.dist-info").mkdir(parents=True)
+        (layout.release(release_id) / ".opskit-release.json").write_text(
+            f'{{"python": "{python}"}}'
+        )
+    s = spec(base=str(tmp_path))
+    assert _server_changed(s, layout, old, new) is None
+    assert _server_changed(s, layout, None, new) is None
+    site = layout.release(new) / "venv/lib/python3.11/site-packages"
+    (site / "gunicorn-27.0.1.dist-info").rename(site / "gunicorn-27.1.0.dist-info")
+    assert _server_changed(s, layout, old, new) == "gunicorn 27.0.1 -> 27.1.0"
+    (layout.release(new) / ".opskit-release.json").write_text('{"python": "3.12.1"}')
+    assert _server_changed(s, layout, old, new) == "Python 3.11.2 -> 3.12.1"

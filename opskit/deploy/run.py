@@ -139,6 +139,27 @@ def _start_and_wait(spec: AppSpec, layout: Layout, release_id: str) -> tuple[boo
     return True, result.reason
 
 
+def _server_version(layout: Layout, release_id: str, server: str) -> str | None:
+    """The server's version in a release's venv, from its dist-info directory's name."""
+    found = sorted(
+        layout.release(release_id).glob(f"venv/lib/python*/site-packages/{server}-*.dist-info")
+    )
+    return found[0].name[len(server) + 1 : -len(".dist-info")] if found else None
+
+
+def _server_changed(spec: AppSpec, layout: Layout, old: str | None, new: str) -> str | None:
+    """Why the new release needs a new master (its interpreter or server differs), or None."""
+    if old is None or spec.server == "command":
+        return None
+    before, after = layout.manifest(old) or {}, layout.manifest(new) or {}
+    if before.get("python") != after.get("python"):
+        return f"Python {before.get('python')} -> {after.get('python')}"
+    was, now = _server_version(layout, old, spec.server), _server_version(layout, new, spec.server)
+    if was != now:
+        return f"{spec.server} {was} -> {now}"
+    return None
+
+
 def _verified(spec: AppSpec, layout: Layout, release_id: str) -> str | None:
     """None when every process of the service runs in ``release_id``, else why not."""
     served = _served_by(spec, layout)
@@ -165,10 +186,20 @@ def _go_live(
     Called with the signals held and the journal written.
     """
     was_active = _active(spec)
+    previous = layout.live()
+    changed = _server_changed(spec, layout, previous, to)
     layout.switch(to)
     outcome.steps.append(f"switched {layout.current} -> releases/{to}")
     say(f"switch: {layout.current} -> releases/{to}")
     if not was_active:
+        ok, detail = _start_and_wait(spec, layout, to)
+    elif changed is not None:
+        # The master keeps the server code it imported; only a new master runs the new one.
+        say(
+            f"restart: {changed}; a reload would keep the old server running"
+            + ("" if spec.socket else " (without socket = true, connections are refused meanwhile)")
+        )
+        outcome.steps.append(f"restarted: {changed}")
         ok, detail = _start_and_wait(spec, layout, to)
     else:
         ok, detail = _run_script(spec, layout, to, "reload", canary=canary, runner=runner)
