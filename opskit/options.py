@@ -169,6 +169,10 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     SpecOption(
         "interpreter", ("--interpreter",), str, "Python that makes release venvs [python3].", _D
     ),
+    # The upgrade.
+    SpecOption(
+        "installer", ("--installer",), str, "pip, or uv if no pip.", ("upgrade",), metavar="pip|uv"
+    ),
     # The logging config.
     SpecOption(
         "log_level",

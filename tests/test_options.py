@@ -155,7 +155,7 @@ def _venv_without_pip(path: Path) -> Path:
 def test_upgrade_takes_venv_without_a_config_file(cli, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     venv = _venv_without_pip(tmp_path / "app venv")
-    result = cli("upgrade", "--venv", str(venv), "--dry-run", "pkg==1.0")
+    result = cli("upgrade", "--venv", str(venv), "--installer", "pip", "--dry-run", "pkg==1.0")
     # The interpreter asked is the venv's own: pip is missing there, and it says so.
     assert result.code == 2
     assert result.err.strip() == (

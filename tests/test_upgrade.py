@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from opskit.errors import UsageError
 from opskit.upgrade.environment import Distribution, Environment
 from opskit.upgrade.history import append_history, prune_snapshots
+from opskit.upgrade.installer import pip_install_argv
 from opskit.upgrade.lock import _header_command, _pinned
 from opskit.upgrade.pins import Pin, parse_pins
 from opskit.upgrade.pipcheck import Problem, parse_pip_check
-from opskit.upgrade.plan import Change, build_plan, pip_install_argv
+from opskit.upgrade.plan import Change, build_plan
 from opskit.upgrade.smoke import smoke_argv
 from opskit.upgrade.snapshot import _wheel_tags, wheel_from_installed
 

@@ -218,12 +218,13 @@ def test_two_upgrades_of_one_venv_take_turns(venv, wheels, workdir, tmp_path, pr
 
 def test_no_wait_names_the_holder(venv, wheels, workdir, tmp_path, processes):
     _bulk(venv, tmp_path, wheels)
-    first = _start(workdir, *upgrade_args(venv, wheels, "bulk==2.0"))
-    processes.append(first)
-    _wait_for(first, "install")
-    pip = _pip_child(first)
-    # Hold the first run inside its install while the second looks at the lock.
-    os.killpg(pip, signal.SIGSTOP)
+    with venv.hold():
+        first = _start(workdir, *upgrade_args(venv, wheels, "bulk==2.0"))
+        processes.append(first)
+        _wait_for(first, "install")
+        pip = _pip_child(first)
+        # Hold the first run inside its install while the second looks at the lock.
+        os.killpg(pip, signal.SIGSTOP)
     try:
         second = _opskit(*upgrade_args(venv, wheels, "bulk==2.0"), "--no-wait", cwd=workdir)
         status = _opskit("upgrade", "--status", "--python", venv.python, cwd=workdir)

@@ -7,9 +7,12 @@ upgrade, so each restore below also proves that the old version needed no index.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,23 +132,83 @@ def template_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Venv:
-    """A copy of the template venv, and the helpers to look into it."""
+    """A copy of the template venv, and the helpers to look into it.
+
+    ``installer`` is what installs into it, for the tests and for opskit: "pip", or "uv"
+    when test_upgrade_uv.py runs these tests again (its module sets ``INSTALLER``).
+    """
 
     path: Path
+    installer: str = "pip"
 
     @property
     def python(self) -> str:
         return str(self.path / "bin" / "python")
 
+    @property
+    def tool(self) -> str:
+        """How opskit names the installer's commands: "pip" (install) or "uv pip"."""
+        return "pip" if self.installer == "pip" else "uv pip"
+
+    @property
+    def flags(self) -> list[str]:
+        return [] if self.installer == "pip" else ["--installer", self.installer]
+
     def pip(self, *args: str, links: Path | None = None) -> None:
         extra = ["--find-links", str(links)] if links else []
+        argv = [self.python, "-m", "pip", *args, *extra]
+        if self.installer == "uv" and args[0] in ("install", "uninstall"):
+            from opskit.upgrade.installer import find_uv
+
+            offline = ["--no-index"] if args[0] == "install" else []
+            argv = [str(find_uv()), "pip", args[0], "--python", self.python, *offline]
+            argv += [*args[1:], *extra]
         subprocess.run(
-            [self.python, "-m", "pip", *args, *extra],
-            check=True,
-            capture_output=True,
-            env={**os.environ, **OFFLINE},
-            timeout=300,
+            argv, check=True, capture_output=True, env={**os.environ, **OFFLINE}, timeout=300
         )
+
+    @property
+    def commands(self) -> tuple[str, str]:
+        """How opskit's install and check commands for this venv begin."""
+        if self.installer == "uv":
+            from opskit.upgrade.installer import find_uv
+
+            uv, python = find_uv(), f"--python {self.python}"
+            install = f"{uv} pip install {python} --no-deps --reinstall --compile-bytecode"
+            return install, f"{uv} pip check {python}"
+        pip = f"{self.python} -I -m pip"
+        return f"{pip} install --disable-pip-version-check --no-input --no-deps", f"{pip} check"
+
+    def conflict(self, pkg: str, ver: str, req: str, have: str) -> str:
+        """The check's line for a requirement of PKG that the installed HAVE breaks."""
+        if self.installer == "uv":
+            return f"The package `{pkg}` requires `{req}`, but `{have}` is installed"
+        return (
+            f"{pkg} {ver} has requirement {req}, but you have {re.split('[<>=!~]', req)[0]} {have}"
+        )
+
+    def missing(self, pkg: str, ver: str, req: str) -> str:
+        """The check's line for a requirement of PKG that nothing installed provides."""
+        if self.installer == "uv":
+            return f"The package `{pkg}` requires `{req}`, but it's not installed"
+        return f"{pkg} {ver} requires {re.split('[<>=!~]', req)[0]}, which is not installed"
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """While the block runs, an install started in it cannot end (a race-free window).
+
+        uv waits for the flock on VENV/.lock that it takes for every change; pip has no
+        such lock, and its install of big_wheel outlasts what the tests do meanwhile.
+        """
+        if self.installer != "uv":
+            yield
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def versions(self) -> dict[str, str]:
         script = (
@@ -174,10 +237,11 @@ class Venv:
             rel = path.relative_to(self.path)
             if rel.parts[0] == "opskit" or "__pycache__" in rel.parts or path.is_dir():
                 continue
-            if path.name == "RECORD":
+            if path.name in ("RECORD", "uv_cache.json"):
                 # pip writes RECORD's lines in its own order; the files it lists are
-                # compared one by one here anyway.
-                out[str(rel)] = "RECORD"
+                # compared one by one here anyway. uv_cache.json notes when the wheel
+                # uv installed from was made, a snapshot's after a restore.
+                out[str(rel)] = path.name
                 continue
             out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
         return out
@@ -187,10 +251,10 @@ class Venv:
 
 
 @pytest.fixture
-def venv(template_venv: Path, tmp_path: Path) -> Venv:
+def venv(template_venv: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Venv:
     path = tmp_path / "venv"
     shutil.copytree(template_venv, path, symlinks=True)
-    return Venv(path)
+    return Venv(path, getattr(request.module, "INSTALLER", "pip"))
 
 
 @pytest.fixture
@@ -221,7 +285,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def upgrade_args(venv: Venv, wheels: Path, *reqs: str) -> list[str]:
-    return ["upgrade", *reqs, "--python", venv.python, "--no-index", "-f", str(wheels)]
+    return ["upgrade", *reqs, "--python", venv.python, "--no-index", "-f", str(wheels), *venv.flags]
 
 
 def history(venv: Venv) -> list[dict[str, object]]:
@@ -290,9 +354,9 @@ def test_dry_run_changes_nothing_and_exits_1(cli, venv, wheels, workdir, tmp_pat
     result = cli(*upgrade_args(venv, wheels, "alpha==2.0"), "--dry-run")
     assert result.code == 1, result.err
     assert "alpha 1.0 -> 2.0 (upgrade)" in result.out
-    install = f"{venv.python} -I -m pip install --disable-pip-version-check --no-input --no-deps"
+    install, check = venv.commands
     assert install in result.out
-    assert f"{venv.python} -I -m pip check" in result.out
+    assert check in result.out
     assert venv.state() == before
     assert not (venv.path / "opskit").exists()
     same = cli(*upgrade_args(venv, wheels, "alpha==1.0"), "--dry-run")
@@ -307,6 +371,7 @@ def test_config_gives_venv_and_smoke(cli, venv, wheels, workdir, tmp_path):
         name = "myapp"
         app = "myapp.wsgi:app"
         venv = "{venv.path}"
+        installer = "{venv.installer}"
         smoke = "python -c 'import alpha, sys; sys.exit(alpha.VERSION != \\"1.0\\")'"
         """)
     )
@@ -332,9 +397,7 @@ def test_pip_check_conflict_is_rolled_back(cli, venv, wheels, workdir, tmp_path)
     result = cli(*upgrade_args(venv, wheels, "alpha==2.0"))
     assert result.code == 1
     assert_one_error_line(
-        result.err,
-        "beta 1.0 has requirement alpha<2, but you have alpha 2.0",
-        "back as it was (alpha 1.0)",
+        result.err, venv.conflict("beta", "1.0", "alpha<2", "2.0"), "back as it was (alpha 1.0)"
     )
     assert venv.state() == before
     [line] = history(venv)
@@ -404,7 +467,7 @@ def test_several_packages_one_failing_restores_all(cli, venv, wheels, workdir, t
     assert result.code == 1
     assert_one_error_line(
         result.err,
-        "gamma 3.0 requires missing-dependency, which is not installed",
+        venv.missing("gamma", "3.0", "missing-dependency>=1"),
         "alpha 1.0, tool 1.0, gamma (not installed)",
     )
     assert venv.state() == before
@@ -505,15 +568,17 @@ def test_sigint_during_install_restores(venv, wheels, workdir, tmp_path, process
     big_wheel(wheels, "2.0")
     make_wheel(wheels, "alpha", "2.0")
     before = venv.state()
-    proc = _start(venv, wheels, workdir, "alpha==2.0", "bulk==2.0")
-    processes.append(proc)
-    seen = _wait_for(proc, "install")
-    # A terminal's Ctrl-C goes to the whole foreground process group.
-    os.killpg(proc.pid, signal.SIGINT)
+    with venv.hold():
+        proc = _start(venv, wheels, workdir, "alpha==2.0", "bulk==2.0")
+        processes.append(proc)
+        seen = _wait_for(proc, "install")
+        # A terminal's Ctrl-C goes to the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        seen += _wait_for(proc, "interrupt")
     rest = _rest(proc)
     err = "".join(seen) + rest
     assert proc.returncode == 130, err
-    assert "interrupted: letting pip install finish first" in err, err
+    assert f"interrupted: letting {venv.tool} install finish first" in err, err
     assert "interrupted during install" in err and "back as it was" in err
     assert venv.state() == before
     [line] = history(venv)
@@ -527,14 +592,15 @@ def test_second_sigint_stops_pip_and_still_restores(venv, wheels, workdir, tmp_p
     shutil.rmtree(old)
     big_wheel(wheels, "2.0")
     before = venv.state()
-    proc = _start(venv, wheels, workdir, "bulk==2.0")
-    processes.append(proc)
-    seen = _wait_for(proc, "install")
-    # Hold pip still until the second Ctrl-C has been passed on to it: on a busy machine
-    # the install could otherwise finish between the two, and the second would then
-    # meet the restore instead (which ignores it, by design).
-    pip = _pip_child(proc)
-    os.killpg(pip, signal.SIGSTOP)
+    with venv.hold():
+        proc = _start(venv, wheels, workdir, "bulk==2.0")
+        processes.append(proc)
+        seen = _wait_for(proc, "install")
+        # Hold pip still until the second Ctrl-C has been passed on to it: on a busy
+        # machine the install could otherwise finish between the two, and the second
+        # would then meet the restore instead (which ignores it, by design).
+        pip = _pip_child(proc)
+        os.killpg(pip, signal.SIGSTOP)
     try:
         os.killpg(proc.pid, signal.SIGINT)
         seen += _wait_for(proc, "interrupt")  # the notice that opskit waits for pip
@@ -545,7 +611,7 @@ def test_second_sigint_stops_pip_and_still_restores(venv, wheels, workdir, tmp_p
     rest = _rest(proc)
     err = "".join(seen) + rest
     assert proc.returncode == 130, err
-    assert "interrupted again: stopping pip install" in err, err
+    assert f"interrupted again: stopping {venv.tool} install" in err, err
     if "the restore failed" in err:
         # The other promise: the exact commands that restore it, and they do.
         recovery = err.split("to restore by hand: ", 1)[1].strip()

@@ -13,7 +13,7 @@ from opskit.options import SpecArgs, say
 if TYPE_CHECKING:
     from opskit.proc import Runner
     from opskit.spec import AppSpec
-    from opskit.upgrade.run import UpgradeRequest
+    from opskit.upgrade.outcome import UpgradeRequest
 
 
 def _project(spec: SpecArgs) -> tuple[AppSpec | None, Path]:
@@ -153,9 +153,10 @@ def upgrade(
 ) -> None:
     """Upgrade packages to exact pins, verified, and restore the old ones on any failure.
 
-    Runs pip install --no-deps --force-reinstall, then pip check and the smoke command;
-    snapshots the replaced packages first (they may be on no index) and restores them
-    offline when a step fails. Updates requirements.txt where pip-tools pins the project.
+    Runs pip install --no-deps --force-reinstall (or uv pip install), then pip check and
+    the smoke command; snapshots the replaced packages first (they may be on no index)
+    and restores them offline when a step fails. Updates requirements.txt where
+    pip-tools pins the project.
     Exit codes: 0 done (or nothing to do), 1 failed (restored unless --no-rollback),
     2 bad input, 130 interrupted; with --dry-run 1 means something would change.
     """
@@ -164,8 +165,9 @@ def upgrade(
     from opskit.errors import UsageError
     from opskit.proc import SubprocessRunner
     from opskit.upgrade.lock import find_lock
+    from opskit.upgrade.outcome import UpgradeFailed, UpgradeRequest, no_progress
     from opskit.upgrade.pins import parse_pins
-    from opskit.upgrade.run import UpgradeFailed, UpgradeRequest, no_progress, run_upgrade
+    from opskit.upgrade.run import run_upgrade
     from opskit.upgrade.smoke import smoke_argv
 
     if (recover or status) and requirements:
@@ -195,6 +197,7 @@ def upgrade(
         lock=None if no_lock else find_lock(project),
         history=history,
         pip_args=tuple(index_args),
+        installer=_installer(spec, loaded),
     )
 
     def notify(message: str) -> None:
@@ -225,20 +228,34 @@ def upgrade(
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
 
 
+def _installer(spec: SpecArgs, loaded: AppSpec | None) -> str | None:
+    """--installer, else the spec's ``installer``; None lets the environment decide."""
+    from opskit.spec import INSTALLERS
+    from opskit.validate import validate_choice
+
+    if loaded is not None:
+        return loaded.installer
+    given = spec.value("installer")
+    return None if given is None else validate_choice("installer", given, INSTALLERS)
+
+
 def _dry_run(request: UpgradeRequest, runner: Runner, *, json_out: bool) -> None:
     """Print the plan and the exact commands on stdout; change nothing."""
     import json
 
     from opskit.proc import shown
-    from opskit.upgrade.run import Outcome, dry_run_commands, plan_upgrade
+    from opskit.upgrade.outcome import Outcome
+    from opskit.upgrade.run import dry_run_commands, plan_upgrade
 
-    _, plan = plan_upgrade(request, runner=runner)
-    outcome = Outcome("dry-run", request.python, plan)
+    _, plan, installer = plan_upgrade(request, runner=runner)
+    outcome = Outcome("dry-run", request.python, plan, installer=installer.describe())
     if plan.changed:
-        outcome.commands = dry_run_commands(request, plan)
+        outcome.commands = dry_run_commands(request, plan, installer)
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
     else:
+        for note in installer.notes:
+            say(f"{'uv':<10} {note}")
         for change in plan.changes:
             typer.echo(f"plan       {change.describe()}")
         for argv in outcome.commands:
@@ -293,7 +310,8 @@ def _recover(python: str, *, wait: bool, json_out: bool) -> None:
     import json
 
     from opskit.proc import SubprocessRunner
-    from opskit.upgrade.run import UpgradeFailed, recover
+    from opskit.upgrade.outcome import UpgradeFailed
+    from opskit.upgrade.run import recover
     from opskit.upgrade.state import state_dir_for, venv_lock
 
     def progress(step: str, message: str) -> None:

@@ -1,16 +1,12 @@
-"""The plan: what happens to each pinned package, and the one pip install that does it."""
+"""The plan: what happens to each pinned package; pure (the installer module runs it)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opskit.proc import Completed, Runner
 from opskit.upgrade.environment import Environment
 from opskit.upgrade.pins import Pin
-
-#: ``pip`` flags on every call: no version check against an index, never a prompt.
-PIP_QUIET = ("--disable-pip-version-check", "--no-input")
 
 
 @dataclass(frozen=True)
@@ -72,39 +68,7 @@ def build_plan(pins: Sequence[Pin], env: Environment) -> Plan:
     return Plan(env.python, tuple(changes))
 
 
-#: Seconds an install (or a restore) may run before its process group is killed; pip
+#: Seconds an install (or a restore) may run before its process group is killed; the
 #: check and the inspection answer in seconds.
 INSTALL_TIMEOUT = 3600.0
 CHECK_TIMEOUT = 600.0
-
-
-def pip(python: str) -> list[str]:
-    """The pip of ``python``, isolated: ``-m`` would also import a ``pip`` from the cwd."""
-    return [python, "-I", "-m", "pip"]
-
-
-def pip_install_argv(python: str, pins: Sequence[Pin], pip_args: Sequence[str] = ()) -> list[str]:
-    """The one install command: exact pins, no dependency changes, reinstalled in place."""
-    # --no-deps: without it --force-reinstall re-resolves and may upgrade the whole
-    # dependency closure; it also skips pip's conflict check, hence pip check after.
-    return [
-        *pip(python),
-        "install",
-        *PIP_QUIET,
-        "--no-deps",
-        "--force-reinstall",
-        *pip_args,
-        *(p.requirement for p in pins),
-    ]
-
-
-def pip_check_argv(python: str) -> list[str]:
-    """The verification command."""
-    return [*pip(python), "check", *PIP_QUIET]
-
-
-def install_packages(
-    python: str, pins: Sequence[Pin], pip_args: Sequence[str], *, runner: Runner
-) -> Completed:
-    """Run the one pip install of the plan."""
-    return runner(pip_install_argv(python, pins, pip_args), timeout=INSTALL_TIMEOUT)

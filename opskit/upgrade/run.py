@@ -2,10 +2,10 @@
 
 This module is the orchestration; each step lives in its own module. The planning half
 (``pins``, ``environment``, ``plan``, parsing in ``pipcheck``) is pure. The side effects
-live in the functions named for them (``snapshot_packages``, ``install_packages``,
-``pip_check``, ``run_smoke``, ``restore_snapshot``, ``prepare_lock``/``commit_lock``,
+live in the functions named for them (``snapshot_packages``, the ``Installer``'s
+``install``, ``check`` and ``restore``, ``run_smoke``, ``prepare_lock``/``commit_lock``,
 ``append_history``), each running its commands as argument lists through an explicit
-``opskit.proc`` runner.
+``opskit.proc`` runner. What goes in and comes out is in ``outcome``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from opskit.errors import ExitCode, OperationFailed, UsageError
+from opskit.errors import OperationFailed, UsageError
 from opskit.proc import InterruptGuard, Runner, shown
 from opskit.upgrade.environment import Environment, installed_versions, read_environment
 from opskit.upgrade.history import (
@@ -28,140 +26,43 @@ from opskit.upgrade.history import (
     prune_snapshots,
     tree_size,
 )
-from opskit.upgrade.lock import LockFiles, commit_lock, lock_argv, prepare_lock
-from opskit.upgrade.pins import Pin
-from opskit.upgrade.pipcheck import Problem, pip_check
-from opskit.upgrade.plan import Plan, build_plan, install_packages, pip_check_argv, pip_install_argv
-from opskit.upgrade.smoke import run_smoke, validate_smoke
-from opskit.upgrade.snapshot import (
-    Saved,
-    Snapshot,
-    restore_argvs,
-    restore_snapshot,
-    snapshot_packages,
+from opskit.upgrade.installer import Installer, choose_installer, restorer
+from opskit.upgrade.lock import commit_lock, lock_argv, prepare_lock
+from opskit.upgrade.outcome import (
+    Outcome,
+    Progress,
+    UpgradeFailed,
+    UpgradeInterrupted,
+    UpgradeRequest,
+    no_progress,
 )
+from opskit.upgrade.pipcheck import check
+from opskit.upgrade.plan import Plan, build_plan
+from opskit.upgrade.smoke import run_smoke, validate_smoke
+from opskit.upgrade.snapshot import Saved, Snapshot, snapshot_packages
 from opskit.upgrade.state import read_marker, remove_marker, state_dir_for, venv_lock, write_marker
 from opskit.upgrade.verify import differences, scrub
 
-Progress = Callable[[str, str], None]
 
-
-def no_progress(step: str, message: str) -> None:
-    """Discard progress; the default for callers that only want the outcome."""
-
-
-class UpgradeFailed(OperationFailed):
-    """Raised when a step of an upgrade fails; carries the outcome (restored or not)."""
-
-    def __init__(self, message: str, outcome: Outcome) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-
-
-class UpgradeInterrupted(UpgradeFailed):
-    """Raised when Ctrl-C stops an upgrade; the environment was restored first if it changed."""
-
-    exit_code = ExitCode.INTERRUPTED
-
-
-@dataclass(frozen=True)
-class UpgradeRequest:
-    """Everything an upgrade needs, validated by the caller."""
-
-    pins: tuple[Pin, ...]
-    python: str
-    smoke: tuple[str, ...] | None = None
-    smoke_cwd: str | None = None
-    rollback: bool = True
-    lock: LockFiles | None = None
-    history: Path | None = None
-    pip_args: tuple[str, ...] = ()
-    #: Wait for another upgrade of the same venv (False: fail at once, naming it).
-    wait: bool = True
-
-
-@dataclass
-class Outcome:
-    """What an upgrade did, for the screen, --json and the history file."""
-
-    result: str
-    python: str
-    plan: Plan
-    step: str | None = None
-    reason: str | None = None
-    problems: list[Problem] = field(default_factory=list)
-    unrelated: list[Problem] = field(default_factory=list)
-    after_restore: list[Problem] = field(default_factory=list)
-    restored: dict[str, str | None] | None = None
-    commands: list[list[str]] = field(default_factory=list)
-    recovery: list[list[str]] = field(default_factory=list)
-    lock: str | None = None
-    history: str | None = None
-    snapshot: str | None = None
-    snapshot_bytes: int | None = None
-    recovered: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The outcome as JSON-ready data."""
-        return {
-            "result": self.result,
-            "python": self.python,
-            "packages": [
-                {"name": c.name, "from": c.old, "to": c.new, "action": c.action}
-                for c in self.plan.changes
-            ],
-            "step": self.step,
-            "reason": self.reason,
-            "problems": [p.as_dict() for p in self.problems],
-            "unrelated_problems": [p.as_dict() for p in self.unrelated],
-            "after_restore": [p.as_dict() for p in self.after_restore],
-            "restored": self.restored,
-            "commands": [shown(a) for a in self.commands],
-            "recovery": [shown(a) for a in self.recovery],
-            "lock": self.lock,
-            "history": self.history,
-            "snapshot": self.snapshot,
-            "snapshot_bytes": self.snapshot_bytes,
-            "recovered": self.recovered,
-        }
-
-    def history_record(self) -> dict[str, Any]:
-        """The history line: time, packages, from, to, result (and why it failed)."""
-        pending = self.plan.pending
-        return {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "python": self.python,
-            "packages": [c.name for c in pending],
-            "from": {c.name: c.old for c in pending},
-            "to": {c.name: c.new for c in pending},
-            "result": self.result,
-            "step": self.step,
-            "reason": self.reason,
-            "snapshot": self.snapshot,
-            "snapshot_bytes": self.snapshot_bytes,
-        }
-
-
-def dry_run_commands(request: UpgradeRequest, plan: Plan) -> list[list[str]]:
+def dry_run_commands(request: UpgradeRequest, plan: Plan, installer: Installer) -> list[list[str]]:
     """The commands an upgrade would run, in order (snapshot and restore aside)."""
     argvs = []
     if request.lock is not None:
         argvs.append(lock_argv(request.lock, plan.pins, request.lock.output, request.pip_args))
-    argvs.append(pip_install_argv(request.python, plan.pins, request.pip_args))
-    argvs.append(pip_check_argv(request.python))
+    argvs.append(installer.install_argv(plan.pins, request.pip_args))
+    argvs.append(installer.check_argv())
     if request.smoke:
         argvs.append(list(request.smoke))
     return argvs
 
 
-def plan_upgrade(request: UpgradeRequest, *, runner: Runner) -> tuple[Environment, Plan]:
-    """Read the environment and build the plan; changes nothing."""
+def plan_upgrade(request: UpgradeRequest, *, runner: Runner) -> tuple[Environment, Plan, Installer]:
+    """Read the environment, choose the installer and build the plan; changes nothing."""
     env = read_environment(request.python, [p.name for p in request.pins], runner=runner)
-    if not env.has_pip:
-        raise UsageError(f"--python {request.python}: pip is not installed in that environment")
+    installer = choose_installer(request.installer, env, request.pip_args, runner=runner)
     if request.smoke:
         validate_smoke(request.smoke, env)
-    return env, build_plan(request.pins, env)
+    return env, build_plan(request.pins, env), installer
 
 
 def run_upgrade(
@@ -183,17 +84,28 @@ def run_upgrade(
     # on what the first one left, never on its half-installed packages.
     with venv_lock(state, wait=request.wait, notify=lambda m: progress("wait", m)):
         recovered = recover(request.python, state, runner=runner, progress=progress)
-        env, plan = plan_upgrade(request, runner=runner)
+        env, plan, installer = plan_upgrade(request, runner=runner)
+        for note in installer.notes:
+            progress("uv", note)
         for change in plan.changes:
             progress("plan", change.describe())
         outcome = Outcome("unchanged", request.python, plan, recovered=recovered)
+        outcome.installer = installer.describe()
         if not plan.changed:
             progress("done", "nothing to do: every package is at the requested version")
             return outcome
         guard = InterruptGuard(notify or (lambda message: progress("interrupt", message)))
         with guard.installed():
             return _upgrade(
-                request, env, plan, outcome, guard, state, runner=runner, progress=progress
+                request,
+                env,
+                plan,
+                installer,
+                outcome,
+                guard,
+                state,
+                runner=runner,
+                progress=progress,
             )
 
 
@@ -218,6 +130,8 @@ def recover(python: str, state: Path, *, runner: Runner, progress: Progress) -> 
     progress("recover", f"restoring its snapshot {snapshot.directory}")
     plan = Plan(python, ())
     outcome = Outcome("recovered", python, plan, snapshot=snapshot.directory)
+    installer = restorer(marker.get("installer"), marker.get("uv"), python)
+    outcome.installer = installer.describe()
     missing = [w for w in snapshot.wheels if not Path(w).is_file()]
     if missing:
         reason = f"{found}; its snapshot is gone ({missing[0]}): the environment may be mixed"
@@ -225,12 +139,11 @@ def recover(python: str, state: Path, *, runner: Runner, progress: Progress) -> 
         raise UpgradeFailed(f"{reason}; reinstall {', '.join(snapshot.pins)} by hand", outcome)
     guard = InterruptGuard(lambda message: progress("interrupt", message))
     guard.restoring = True
-    request = UpgradeRequest(pins=(), python=python)
     with guard.installed():
-        error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+        error = _restore(installer, snapshot, outcome, runner=runner, progress=progress)
     if error is not None:
         outcome.result, outcome.reason = "restore-failed", f"{found}; restore: {error}"
-        raise UpgradeFailed(_not_as_it_was(found, error, python, snapshot), outcome)
+        raise UpgradeFailed(_not_as_it_was(found, error, installer, snapshot), outcome)
     remove_marker(state)
     shutil.rmtree(snapshot.directory, ignore_errors=True)
     back = ", ".join(f"{n} {v or '(not installed)'}" for n, v in snapshot.versions().items())
@@ -241,12 +154,13 @@ def recover(python: str, state: Path, *, runner: Runner, progress: Progress) -> 
     return f"{found}; restored ({back})"
 
 
-def _not_as_it_was(failure: str, error: str, python: str, snapshot: Snapshot) -> str:
+def _not_as_it_was(failure: str, error: str, installer: Installer, snapshot: Snapshot) -> str:
     """The message of a restore that could not be proven: never "back as it was"."""
-    recovery = " && ".join(shown(a) for a in restore_argvs(python, snapshot))
+    recovery = " && ".join(shown(a) for a in installer.restore_argvs(snapshot))
+    python = shown([installer.python])
     return (
         f"{failure}; the environment is NOT as it was: {error}; "
-        f"run opskit upgrade --recover --python {shown([python])}, or by hand: {recovery}"
+        f"run opskit upgrade --recover --python {python}, or by hand: {recovery}"
     )
 
 
@@ -254,6 +168,7 @@ def _upgrade(
     request: UpgradeRequest,
     env: Environment,
     plan: Plan,
+    installer: Installer,
     outcome: Outcome,
     guard: InterruptGuard,
     marker_dir: Path,
@@ -298,7 +213,7 @@ def _upgrade(
             raise UpgradeInterrupted("interrupted; nothing changed", outcome)
         outcome.snapshot = snapshot.directory
         outcome.snapshot_bytes = tree_size(Path(snapshot.directory))
-        outcome.recovery = restore_argvs(request.python, snapshot)
+        outcome.recovery = installer.restore_argvs(snapshot)
         # Before the first change: a run killed from here on leaves the marker, and
         # the next run (or --recover) restores this snapshot.
         write_marker(
@@ -312,13 +227,17 @@ def _upgrade(
                 "to": {p.name: p.version for p in pins},
                 "step": "install",
                 "history": str(history),
+                "installer": installer.name,
+                "uv": installer.uv,
             },
         )
         for saved in snapshot.saved:
             what = Path(saved.wheel).name if saved.wheel else "not installed: removed on restore"
             progress("snapshot", f"{saved.name} {saved.version or ''} {what}".replace("  ", " "))
 
-        step, failure, interrupted = _apply(request, env, plan, outcome, guard, runner, progress)
+        step, failure, interrupted = _apply(
+            request, env, plan, installer, outcome, guard, runner, progress
+        )
         if failure is None:
             # Upgraded and verified: nothing is left to undo.
             remove_marker(marker_dir)
@@ -350,13 +269,13 @@ def _upgrade(
             _record(history, outcome, progress)
             raise fail(f"{failure}; left as it is (--no-rollback); to restore: {recovery}", outcome)
         guard.restoring = True
-        restore_error = _restore(request, snapshot, outcome, runner=runner, progress=progress)
+        restore_error = _restore(installer, snapshot, outcome, runner=runner, progress=progress)
         if restore_error is not None:
             # The marker stays: the next run, or --recover, tries this snapshot again.
             outcome.result = "restore-failed"
             outcome.reason = f"{failure}; restore: {restore_error}"
             _record(history, outcome, progress)
-            raise fail(_not_as_it_was(failure, restore_error, request.python, snapshot), outcome)
+            raise fail(_not_as_it_was(failure, restore_error, installer, snapshot), outcome)
         remove_marker(marker_dir)
         outcome.result = "interrupted" if interrupted else "rolled-back"
         # Restored and proven: the snapshot has done its job, and goes on the way out.
@@ -376,28 +295,31 @@ def _apply(
     request: UpgradeRequest,
     env: Environment,
     plan: Plan,
+    installer: Installer,
     outcome: Outcome,
     guard: InterruptGuard,
     runner: Runner,
     progress: Progress,
 ) -> tuple[str, str | None, bool]:
-    """Install, pip check, smoke; return the step reached, why it failed, and if by Ctrl-C."""
+    """Install, check, smoke; return the step reached, why it failed, and if by Ctrl-C."""
     names = [p.name for p in plan.pins]
+    tool = installer.command
     step = "install"
     try:
-        guard.step = "pip install"
-        argv = pip_install_argv(request.python, plan.pins, request.pip_args)
+        guard.step = f"{tool} install"
+        argv = installer.install_argv(plan.pins, request.pip_args)
         outcome.commands.append(argv)
         progress("install", shown(argv))
-        done = install_packages(request.python, plan.pins, request.pip_args, runner=runner)
+        done = installer.install(plan.pins, request.pip_args, runner=runner)
         if guard.count:
             return step, f"interrupted during {step}", True
         if not done.ok:
-            return step, f"pip install failed: {done.reason()}", False
+            return step, f"{tool} install failed: {installer.reason(done)}", False
 
-        step = guard.step = "pip check"
-        outcome.commands.append(pip_check_argv(request.python))
-        problems = pip_check(request.python, runner=runner)
+        # The step's name in the history stays "pip check" for uv's check too.
+        step, guard.step = "pip check", f"{tool} check"
+        outcome.commands.append(installer.check_argv())
+        problems = check(installer, runner=runner)
         if guard.count:
             return step, f"interrupted during {step}", True
         outcome.problems = [p for p in problems if p.involves(names)]
@@ -406,8 +328,8 @@ def _apply(
             progress("check", f"already broken, not by this upgrade: {problem.line}")
         if outcome.problems:
             lines = "; ".join(p.line.rstrip(".") for p in outcome.problems)
-            return step, f"pip check found: {lines}", False
-        progress("check", "pip check: no problem with the upgraded packages")
+            return step, f"{tool} check found: {lines}", False
+        progress("check", f"{tool} check: no problem with the upgraded packages")
 
         if request.smoke:
             step, guard.step = "smoke", "the smoke command"
@@ -440,32 +362,33 @@ def _record(history: Path, outcome: Outcome, progress: Progress) -> None:
 
 
 def _restore(
-    request: UpgradeRequest,
+    installer: Installer,
     snapshot: Snapshot,
     outcome: Outcome,
     *,
     runner: Runner,
     progress: Progress,
 ) -> str | None:
-    """Restore and prove it (versions equal the snapshot's, pip check runs); None or why not."""
+    """Restore and prove it (versions equal the snapshot's, the check runs); None or why not."""
     names = [s.name for s in snapshot.saved]
+    python = installer.python
     try:
         # What an interrupted pip leaves (a second .dist-info, its "~" stashes) would
         # survive pip's own reinstall: cleared first.
-        before = read_environment(request.python, names, runner=runner)
+        before = read_environment(python, names, runner=runner)
         cleared = scrub(before, [(s.name, s.version) for s in snapshot.saved], snapshot.wheels)
     except (OperationFailed, UsageError, OSError) as exc:
         return f"cannot read the environment: {exc}"
     for path in cleared:
         progress("restore", f"removed {path} (left by the interrupted install)")
-    for argv in restore_argvs(request.python, snapshot):
+    for argv in installer.restore_argvs(snapshot):
         progress("restore", shown(argv))
-    results = restore_snapshot(request.python, snapshot, runner=runner)
+    results = installer.restore(snapshot, runner=runner)
     bad = [r for r in results if not r.ok]
     if bad:
-        return f"pip exited {bad[0].returncode}: {bad[0].reason()}"
+        return f"{installer.name} exited {bad[0].returncode}: {installer.reason(bad[0])}"
     try:
-        after = read_environment(request.python, names, runner=runner)
+        after = read_environment(python, names, runner=runner)
         now = installed_versions(after, names)
         outcome.restored = now
         if now != snapshot.versions():
@@ -474,7 +397,7 @@ def _restore(
         if wrong:
             more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
             return "; ".join(wrong[:3]) + more
-        outcome.after_restore = pip_check(request.python, runner=runner)
+        outcome.after_restore = check(installer, runner=runner)
     except (OperationFailed, UsageError) as exc:
         return str(exc)
     progress("restore", "versions: " + ", ".join(f"{n} {v or '(absent)'}" for n, v in now.items()))
@@ -482,5 +405,5 @@ def _restore(
         for problem in outcome.after_restore:
             progress("check", f"as before the upgrade: {problem.line}")
     else:
-        progress("check", "pip check: no broken requirements")
+        progress("check", f"{installer.command} check: no broken requirements")
     return None

@@ -2,9 +2,10 @@
 
 pip cannot export an installed distribution, and the old version may be on no index.
 The snapshot rebuilds a wheel from the files its RECORD lists plus its .dist-info, so
-a restore is an ordinary offline ``pip install --no-deps --force-reinstall WHEEL``:
-pip removes whatever is there now, regenerates console scripts from entry_points.txt
-and recompiles bytecode, and the same command is the manual recovery.
+a restore is an ordinary offline install of it (``pip install --no-deps
+--force-reinstall``, or uv's; ``installer.Installer.restore_argvs``): the installer
+removes whatever is there now, regenerates console scripts from entry_points.txt and
+recompiles bytecode, and the same command is the manual recovery.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opskit.errors import OperationFailed
-from opskit.proc import Completed, Runner
 from opskit.upgrade.environment import Distribution, Environment
-from opskit.upgrade.plan import INSTALL_TIMEOUT, PIP_QUIET, Plan, pip
+from opskit.upgrade.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,11 @@ def wheel_from_installed(dist: Distribution, env: Environment, directory: Path) 
     )
     dist_name = dist_info.name[: -len(".dist-info")]
     data_dir = f"{dist_name}.data"
-    # pip writes these three again on install. direct_url.json stays: it is what makes
-    # pip freeze show the package as installed from a URL or a path, as before.
-    skip_meta = {"RECORD", "INSTALLER", "REQUESTED"}
+    # The installer writes these again on install (uv_cache.json: uv's note of the
+    # archive it unpacked, which a restore by uv writes for the snapshot's).
+    # direct_url.json stays: it is what makes pip freeze show the package as installed
+    # from a URL or a path, as before.
+    skip_meta = {"RECORD", "INSTALLER", "REQUESTED", "uv_cache.json"}
     members: dict[str, Path] = {}
     with record.open(encoding="utf-8", newline="") as handle:
         for row in csv.reader(handle):
@@ -208,39 +210,3 @@ def snapshot_packages(plan: Plan, env: Environment, directory: Path) -> Snapshot
                 ) from None
             saved.append(Saved(change.name, have.version, str(wheel)))
     return Snapshot(str(directory), tuple(saved))
-
-
-def restore_argvs(python: str, snapshot: Snapshot) -> list[list[str]]:
-    """The commands that put the snapshot back, offline; also the manual recovery.
-
-    The wheels are found by name in the snapshot directory rather than given as paths:
-    pip records a path install in direct_url.json, and pip freeze would then show the
-    package as installed from the (soon deleted) snapshot. ``--isolated`` keeps pip's
-    configuration (a PIP_FIND_LINKS with another build of the same version) out of it.
-    """
-    argvs = []
-    if snapshot.absent:
-        argvs.append(
-            [*pip(python), "uninstall", "--isolated", *PIP_QUIET, "--yes", *snapshot.absent]
-        )
-    if snapshot.wheels:
-        argvs.append(
-            [
-                *pip(python),
-                "install",
-                "--isolated",
-                *PIP_QUIET,
-                "--no-deps",
-                "--force-reinstall",
-                "--no-index",
-                "--find-links",
-                snapshot.directory,
-                *snapshot.pins,
-            ]
-        )
-    return argvs
-
-
-def restore_snapshot(python: str, snapshot: Snapshot, *, runner: Runner) -> list[Completed]:
-    """Put every saved package back as it was (removing those that were absent)."""
-    return [runner(argv, timeout=INSTALL_TIMEOUT) for argv in restore_argvs(python, snapshot)]
