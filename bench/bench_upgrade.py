@@ -493,13 +493,16 @@ cache. What opskit runs differs from that on three counts, each visible in the t
   CPU work pip does, and on a 2-CPU machine shared with other jobs uv's parallel
   workers win little of it back.
 - A cold cache: uv first unpacks the wheel into its cache, then links each file into
-  site-packages, where pip unpacks straight into site-packages. On the django-size
-  package, with its thousands of small files, the cold runs are slower than the warm
-  ones by about the whole difference to the raw pip pair.
+  site-packages, where pip unpacks straight into site-packages (compare the rows with
+  a warm cache, which skip the unpacking).
 - Fixed costs: opskit's start-up, reading the environment and the snapshot are the
-  same with either installer, and on the urllib3-size package they are most of a run.
-  A rollback adds the proof of the restore (every file of the snapshot hashed) and a
-  second check, the same with either installer; only the two installs get faster.
+  same with either installer, and on the urllib3-size package they are most of a run
+  (also why opskit + pip is furthest from the raw pip pair there). A rollback adds the
+  proof of the restore (every file of the snapshot hashed) and a second check, the
+  same with either installer; only the two installs get faster.
+- Load: the machine is shared, and two runs on the same day differed by more than the
+  targets' margins on the django-size package (see min-max); the ratios of one run
+  are comparable with each other, less so across runs.
 
 ## How to rerun
 
