@@ -271,7 +271,7 @@ def test_doctor_names_an_unfinished_switch_and_a_dangling_current(tmp_path):
 
 
 def test_a_new_server_version_or_python_needs_a_new_master(tmp_path):
-    from opskit.deploy.run import _server_changed
+    from opskit.deploy.switch import server_changed as _server_changed
 
     layout = Layout(tmp_path)
     old, new = (new_id(f"{n:064x}", now=1_700_000_000 + n) for n in (1, 2))

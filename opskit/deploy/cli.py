@@ -12,7 +12,7 @@ from opskit.commands import app, spec_command
 from opskit.options import SpecArgs, say
 
 if TYPE_CHECKING:
-    from opskit.deploy.run import Outcome
+    from opskit.deploy.switch import Outcome
 
 _Json = Annotated[bool, typer.Option("--json", help="Print the outcome as JSON on stdout.")]
 
@@ -31,7 +31,7 @@ def _finish(outcome: Outcome, json_out: bool) -> int:
 
 
 def _run(json_out: bool, call: Any) -> int:
-    from opskit.deploy.run import DeployFailed
+    from opskit.deploy.switch import DeployFailed
 
     try:
         return _finish(call(), json_out)

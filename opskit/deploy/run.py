@@ -15,51 +15,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opskit.deploy import serving
+from opskit.deploy import serving, switch
 from opskit.deploy.build import build
 from opskit.deploy.layout import Layout, new_id
 from opskit.deploy.source import content_hash, stage
+from opskit.deploy.switch import DeployFailed, Outcome, Say
 from opskit.errors import OperationFailed, UsageError
 from opskit.proc import Runner
 from opskit.spec import AppSpec
-
-Say = Callable[[str], None]
-HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-class DeployFailed(OperationFailed):
-    """Raised when a release is refused or a switch undone; the outcome says what serves."""
-
-    def __init__(self, message: str, outcome: Outcome) -> None:
-        """Keep the outcome for --json."""
-        super().__init__(message)
-        self.outcome = outcome
-
-
-@dataclass
-class Outcome:
-    """What a deploy, rollback or repair did, for the report and --json."""
-
-    action: str
-    release: str | None = None
-    previous: str | None = None
-    status: str = "planned"
-    built: bool = False
-    serving: str | None = None
-    steps: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form."""
-        return dict(self.__dict__)
 
 
 def layout_of(spec: AppSpec) -> Layout:
@@ -69,213 +36,6 @@ def layout_of(spec: AppSpec) -> Layout:
     if spec.supervisor != "systemd":
         raise UsageError("supervisor: releases are deployed to a systemd service")
     return Layout(Path(spec.base))
-
-
-@contextlib.contextmanager
-def _held() -> Iterator[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP; delivered (and acted on) when the block ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _unit(spec: AppSpec) -> str:
-    return f"{spec.name}.service"
-
-
-def _systemctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=300)
-
-
-def _active(spec: AppSpec) -> bool:
-    return _systemctl("is-active", "--quiet", _unit(spec)).returncode == 0
-
-
-def _script_args(spec: AppSpec, release_id: str) -> list[str]:
-    # Without a version path or deploy-id file the script takes no id: nothing would check it.
-    return [release_id] if spec.version_path or spec.deploy_id_file else []
-
-
-def _run_script(
-    spec: AppSpec, layout: Layout, release_id: str, step: str, *, canary: bool, runner: Runner
-) -> tuple[bool, str]:
-    """Run the release's reload script for one step; (passed, its last lines)."""
-    from opskit.reload.render import render_deploy_reload
-
-    text = render_deploy_reload(spec, str(layout.release(release_id)), canary=canary)
-    path = layout.base / f".opskit-reload.{os.getpid()}.sh"
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o700)
-    try:
-        env = {**os.environ, "OPSKIT_STEP": step}
-        done = runner(
-            ["/bin/bash", str(path), *_script_args(spec, release_id)],
-            env=env,
-            timeout=float(spec.graceful_timeout * 2 + 180),
-        )
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    return done.ok, "\n".join(lines[-15:])
-
-
-def _served_by(spec: AppSpec, layout: Layout) -> set[str | None]:
-    return {p.release for p in serving.unit_processes(layout, _unit(spec))}
-
-
-def _start_and_wait(spec: AppSpec, layout: Layout, release_id: str) -> tuple[bool, str]:
-    """A first release (nothing was serving): start the service and wait for it to answer."""
-    from opskit.serving import wait_serving
-
-    done = _systemctl("restart", _unit(spec))
-    if done.returncode != 0:
-        return False, f"systemctl restart {_unit(spec)}: {done.stderr.strip()}"
-    result = wait_serving(spec, deadline=float(spec.graceful_timeout + 60))
-    if not result.ok:
-        return False, f"{_unit(spec)} does not serve: {result.reason}"
-    return True, result.reason
-
-
-def _server_version(layout: Layout, release_id: str, server: str) -> str | None:
-    """The server's version in a release's venv, from its dist-info directory's name."""
-    found = sorted(
-        layout.release(release_id).glob(f"venv/lib/python*/site-packages/{server}-*.dist-info")
-    )
-    return found[0].name[len(server) + 1 : -len(".dist-info")] if found else None
-
-
-def _server_changed(spec: AppSpec, layout: Layout, old: str | None, new: str) -> str | None:
-    """Why the new release needs a new master (its interpreter or server differs), or None."""
-    if old is None or spec.server == "command":
-        return None
-    before, after = layout.manifest(old) or {}, layout.manifest(new) or {}
-    if before.get("python") != after.get("python"):
-        return f"Python {before.get('python')} -> {after.get('python')}"
-    was, now = _server_version(layout, old, spec.server), _server_version(layout, new, spec.server)
-    if was != now:
-        return f"{spec.server} {was} -> {now}"
-    return None
-
-
-def _verified(spec: AppSpec, layout: Layout, release_id: str) -> str | None:
-    """None when every process of the service runs in ``release_id``, else why not."""
-    served = _served_by(spec, layout)
-    if served == {release_id}:
-        return None
-    if not served:
-        return f"{_unit(spec)} runs no process"
-    others = sorted(str(r) for r in served - {release_id})
-    return f"processes of {_unit(spec)} still serve from {', '.join(others)}"
-
-
-def _go_live(
-    spec: AppSpec,
-    layout: Layout,
-    to: str,
-    outcome: Outcome,
-    *,
-    canary: bool,
-    runner: Runner,
-    say: Say,
-) -> str | None:
-    """Switch to ``to`` and make the service serve it, proved; None, or why it failed.
-
-    Called with the signals held and the journal written.
-    """
-    was_active = _active(spec)
-    previous = layout.live()
-    changed = _server_changed(spec, layout, previous, to)
-    layout.switch(to)
-    outcome.steps.append(f"switched {layout.current} -> releases/{to}")
-    say(f"switch: {layout.current} -> releases/{to}")
-    if not was_active:
-        ok, detail = _start_and_wait(spec, layout, to)
-    elif changed is not None:
-        # The master keeps the server code it imported; only a new master runs the new one.
-        say(
-            f"restart: {changed}; a reload would keep the old server running"
-            + ("" if spec.socket else " (without socket = true, connections are refused meanwhile)")
-        )
-        outcome.steps.append(f"restarted: {changed}")
-        ok, detail = _start_and_wait(spec, layout, to)
-    else:
-        ok, detail = _run_script(spec, layout, to, "reload", canary=canary, runner=runner)
-    if not ok:
-        return detail or "the reload failed"
-    why = _verified(spec, layout, to)
-    if why is not None:
-        return why
-    outcome.steps.append(f"verified: every process of {_unit(spec)} serves from {to}")
-    say(f"verified: every process of {_unit(spec)} serves from releases/{to}")
-    return None
-
-
-def _switch_verified(
-    spec: AppSpec,
-    layout: Layout,
-    to: str,
-    previous: str | None,
-    outcome: Outcome,
-    *,
-    canary: bool,
-    runner: Runner,
-    say: Say,
-) -> None:
-    """The journaled switch; on failure the previous release is switched back and reloaded."""
-    with _held():
-        layout.write_journal({"from": previous, "to": to, "pid": os.getpid(), "at": time.time()})
-        failure = _go_live(spec, layout, to, outcome, canary=canary, runner=runner, say=say)
-        if failure is None:
-            layout.record_live(to)
-            layout.clear_journal()
-            outcome.status = "live"
-            outcome.serving = to
-            return
-        say(f"FAILED after the switch: {failure}")
-        outcome.error = failure
-        undone = _undo(spec, layout, previous, outcome, runner=runner, say=say)
-        if undone:
-            layout.clear_journal()
-    where = f"releases/{previous} serves again" if undone and previous else "nothing serves"
-    if not undone:
-        where = f"the previous release could not be verified; {layout.journal} is kept"
-    raise DeployFailed(f"{to}: {failure}; switched back, {where}", outcome)
-
-
-def _undo(
-    spec: AppSpec,
-    layout: Layout,
-    previous: str | None,
-    outcome: Outcome,
-    *,
-    runner: Runner,
-    say: Say,
-) -> bool:
-    """Switch back to ``previous`` and reload it; whether it then serves, verified."""
-    outcome.status = "rolled-back"
-    if previous is None:
-        layout.switch(None)
-        _systemctl("stop", _unit(spec))
-        outcome.serving = None
-        outcome.steps.append("removed the link of a first release and stopped the service")
-        return True
-    layout.switch(previous)
-    say(f"switch back: {layout.current} -> releases/{previous}")
-    ok, detail = _run_script(spec, layout, previous, "reload", canary=False, runner=runner)
-    if not ok and not _active(spec):
-        ok, detail = _start_and_wait(spec, layout, previous)
-    why = _verified(spec, layout, previous) if ok else detail
-    if why is not None:
-        say(f"FAILED to bring back {previous}: {why}")
-        outcome.steps.append(f"switched back to {previous}, NOT verified: {why}")
-        return False
-    outcome.serving = previous
-    outcome.steps.append(f"switched back to {previous}, verified serving")
-    say(f"ok: releases/{previous} serves again, verified")
-    return True
 
 
 def repair(spec: AppSpec, layout: Layout, *, runner: Runner, say: Say) -> Outcome | None:
@@ -291,16 +51,21 @@ def repair(spec: AppSpec, layout: Layout, *, runner: Runner, say: Say) -> Outcom
         f"repair: a deploy switching {previous or 'nothing'} -> {to} did not finish "
         f"(pid {journal.get('pid', '?')}); {layout.current} points at {live or 'nothing'}"
     )
-    if to is not None and live == to and _verified(spec, layout, to) is None and _answers(spec):
+    if (
+        to is not None
+        and live == to
+        and switch.verified(spec, layout, to) is None
+        and _answers(spec)
+    ):
         layout.record_live(to)
         layout.clear_journal()
         outcome.status = "live"
         outcome.serving = to
         outcome.steps.append(f"kept {to}: every process serves from it and it answers")
-        say(f"repair: kept releases/{to}: every process of {_unit(spec)} serves from it")
+        say(f"repair: kept releases/{to}: every process of {switch.unit_name(spec)} serves from it")
         return outcome
-    with _held():
-        undone = _undo(spec, layout, previous, outcome, runner=runner, say=say)
+    with switch.held():
+        undone = switch.undo(spec, layout, previous, outcome, runner=runner, say=say)
         if not undone:
             raise DeployFailed("repair: the previous release could not be verified", outcome)
         layout.clear_journal()
@@ -396,7 +161,7 @@ def deploy(
                 )
                 outcome.status = "unchanged" if live == release_id else "planned"
                 return outcome
-            if live == release_id and _verified(spec, layout, release_id) is None:
+            if live == release_id and switch.verified(spec, layout, release_id) is None:
                 outcome.status = "unchanged"
                 outcome.serving = live
                 say(f"release {release_id} is live and serves already: nothing to do")
@@ -406,11 +171,7 @@ def deploy(
                 try:
                     build(spec, layout, staged, release_id, digest, runner=runner, say=say)
                 except OperationFailed as exc:
-                    outcome.status = "refused"
-                    outcome.error = str(exc)
-                    outcome.serving = live
-                    keeps = f"releases/{live} keeps serving" if live else "nothing was switched"
-                    raise DeployFailed(f"refused {release_id}: {exc}; {keeps}", outcome) from None
+                    raise switch.refuse(outcome, release_id, live, exc) from None
                 outcome.built = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -429,8 +190,8 @@ def _prove_and_switch(
 ) -> Outcome:
     release = layout.release(release_id)
     try:
-        if _active(spec):
-            ok, detail = _run_script(
+        if switch.active(spec):
+            ok, detail = switch.run_script(
                 spec, layout, release_id, "check", canary=spec.canary, runner=runner
             )
             if not ok:
@@ -438,12 +199,8 @@ def _prove_and_switch(
             outcome.steps.append("checked: " + ("canary answered" if spec.canary else "imports"))
         _pre_switch(spec, release, runner, say)
     except OperationFailed as exc:
-        outcome.status = "refused"
-        outcome.error = str(exc)
-        outcome.serving = live
-        keeps = f"releases/{live} keeps serving" if live else "nothing was switched"
-        raise DeployFailed(f"refused {release_id}: {exc}; {keeps}", outcome) from None
-    _switch_verified(
+        raise switch.refuse(outcome, release_id, live, exc) from None
+    switch.switch_verified(
         spec, layout, release_id, live, outcome, canary=spec.canary, runner=runner, say=say
     )
     prune(spec, layout, say)
@@ -463,11 +220,13 @@ def rollback(spec: AppSpec, target: str | None, *, runner: Runner, say: Say) -> 
         if layout.manifest(target) is None:
             raise UsageError(f"rollback: no release {target!r} (opskit releases lists them)")
         outcome.release, outcome.previous = target, live
-        if target == live and _verified(spec, layout, target) is None:
+        if target == live and switch.verified(spec, layout, target) is None:
             outcome.status = "unchanged"
             say(f"release {target} is live and serves already: nothing to do")
             return outcome
-        _switch_verified(spec, layout, target, live, outcome, canary=False, runner=runner, say=say)
+        switch.switch_verified(
+            spec, layout, target, live, outcome, canary=False, runner=runner, say=say
+        )
     return outcome
 
 
@@ -496,7 +255,7 @@ def releases(spec: AppSpec, *, runner: Runner, say: Say) -> dict[str, Any]:
             repair(spec, layout, runner=runner, say=say)
             journal = layout.read_journal()
     live = layout.live()
-    processes = serving.unit_processes(layout, _unit(spec))
+    processes = serving.unit_processes(layout, switch.unit_name(spec))
     rows = []
     for release_id in layout.ids():
         manifest = layout.manifest(release_id) or {}
