@@ -18,7 +18,7 @@ import pytest
 from opskit.deploy.build import build
 from opskit.deploy.layout import Layout, new_id
 from opskit.deploy.source import content_hash, stage
-from opskit.errors import OperationFailed, SpecError
+from opskit.errors import OperationFailed, SpecError, UsageError
 from opskit.proc import SubprocessRunner
 from opskit.reload.plan import plan_reload
 from opskit.reload.render import render_deploy_reload
@@ -153,8 +153,8 @@ def test_a_byte_a_mode_or_the_interpreter_changes_the_hash(tmp_path):
     assert len({first, second, third, other_python}) == 4
 
 
-def test_an_unknown_source_is_a_usage_error(tmp_path, cli):
-    with pytest.raises(Exception, match="not a wheel, an sdist"):
+def test_an_unknown_source_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a wheel, an sdist"):
         stage("no-such-ref", tmp_path, tmp_path / "s", None)
 
 
