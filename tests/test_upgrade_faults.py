@@ -77,15 +77,31 @@ def _bulk(venv: Venv, tmp_path: Path, wheels: Path) -> None:
     big_wheel(wheels, "2.0")
 
 
-def _kill_tree(*pids: int) -> None:
-    """SIGKILL the processes and everything under them, children first listed."""
-    procs = []
+def _tree(pids: tuple[int, ...]) -> list[psutil.Process]:
+    """The processes and everything under them; one that exits meanwhile is left out."""
+    found: dict[int, psutil.Process] = {}
     for pid in pids:
         try:
             parent = psutil.Process(pid)
+            found.setdefault(parent.pid, parent)
+            for child in parent.children(recursive=True):
+                found.setdefault(child.pid, child)
         except psutil.NoSuchProcess:
             continue
-        procs += [parent, *parent.children(recursive=True)]
+    return list(found.values())
+
+
+def _kill_tree(*pids: int) -> None:
+    """SIGKILL the processes and everything under them.
+
+    SIGSTOP first, so that none of them can start another while the tree is read;
+    then the tree is read again from the stopped processes and all of it is killed.
+    A process that exits on its own in between is simply gone."""
+    stopped = _tree(pids)
+    for proc in stopped:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.suspend()
+    procs = _tree(tuple(p.pid for p in stopped))
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
@@ -139,7 +155,7 @@ def _kill_at(proc: subprocess.Popen[str], point: str) -> str:
         time.sleep(0.4)
     else:
         seen = _wait_for(proc, "smoke")
-    _kill_tree(proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True)))
+    _kill_tree(proc.pid)
     proc.wait(timeout=30)
     return "".join(seen)
 
