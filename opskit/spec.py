@@ -100,7 +100,7 @@ class AppSpec:
     # Hung and leaking services (docs/limits.md): a worker silent this long is killed and
     # replaced (gunicorn --timeout, uWSGI harakiri; 0: off); workers are recycled after
     # this many requests (0: off); the cgroup's limits; the watchdog's probe interval
-    # (0: off) and how many failed probes in a row restart the service.
+    # (0: off) and K: K x that interval without an answer restarts the service.
     worker_timeout: int = 30
     max_requests: int = 10000
     memory_max: str = "50%"

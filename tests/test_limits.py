@@ -116,6 +116,7 @@ def test_the_probe_gets_the_address_and_the_bound() -> None:
         "tcp:127.0.0.1:9000",
         "/health",
         "3",
+        "7",
         "5",
         "/run/web-watchdog",
     ]

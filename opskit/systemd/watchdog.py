@@ -5,15 +5,17 @@ for a process that hangs without exiting. So a timer (NAME-watchdog.timer) start
 oneshot probe (NAME-watchdog.service) every ``watchdog`` seconds; the probe asks the
 health path (else "/") over the service's own address, and any HTTP answer, even an
 error, counts as alive: a server that answers is not hung, and a restart would not mend
-a broken app. After ``watchdog-failures`` probes in a row without an answer it sends
-SIGKILL to the whole service (a stop would wait out TimeoutStopSec= on a hung process)
-and Restart=always starts it again. The same two systemd units serve all four kinds of
-server, with no code inside the app.
+a broken app. Once the service has given no answer for ``watchdog-failures`` x
+``watchdog`` seconds (from its last answer, its start or the end of a pause), the probe
+that is asking sends SIGKILL to the whole service (a stop would wait out
+TimeoutStopSec= on a hung process) and Restart=always starts it again. The same two
+systemd units serve all four kinds of server, with no code inside the app.
 
-The probe skips (and forgets earlier failures) while the service is not active and
-running, so it never fires during a start, a stop or ``systemctl reload``, and never
-starts a socket-activated service that was stopped on purpose; the timer is PartOf= the
-service, so it stops with it. The reload script pauses it for the length of a reload.
+The probe skips (and counts the time without an answer from there again) while the
+service is not active and running, so it never fires during a start, a stop or
+``systemctl reload``, and never starts a socket-activated service that was stopped on
+purpose; the timer is PartOf= the service, so it stops with it. The reload script
+pauses it for the length of a reload.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def probe_address(spec: AppSpec) -> str:
 
 
 def state_dir(spec: AppSpec) -> str:
-    """The probe's RuntimeDirectory: the count of failures, and the reload script's pause."""
+    """The probe's RuntimeDirectory: the time of the last answer, the reload script's pause."""
     return f"/run/{spec.name}-watchdog"
 
 
@@ -56,8 +58,14 @@ def timeout(spec: AppSpec) -> int:
 
 
 def bound(spec: AppSpec) -> int:
-    """Seconds from a hang to the SIGKILL, at most: K probes, each up to interval + timeout."""
-    return spec.watchdog_failures * (spec.watchdog + timeout(spec))
+    """Seconds from a hang to the SIGKILL, at most (plus the timer's 0.1 s accuracy).
+
+    K x interval from the last answer, which came no later than the hang. Only with
+    K = 1 can the next probe start after that deadline; its first try then waits for
+    the timeout (1 s at least) before it kills.
+    """
+    interval = spec.watchdog
+    return max(spec.watchdog_failures * interval, interval + timeout(spec))
 
 
 def render_watchdog(spec: AppSpec, context: dict[str, object]) -> list[RenderedFile]:
@@ -73,6 +81,7 @@ def render_watchdog(spec: AppSpec, context: dict[str, object]) -> list[RenderedF
         probe_address(spec),
         spec.health_path or "/",
         str(spec.watchdog_failures),
+        str(spec.watchdog),
         str(timeout(spec)),
         state_dir(spec),
     ]

@@ -6,18 +6,23 @@ import sys
 import time
 from pathlib import Path
 
-unit, address, path, limit, timeout, state = sys.argv[1:7]
-count = Path(state, "failures")
+unit, address, path, limit, interval, timeout, state = sys.argv[1:8]
+# The service is killed once it has given no answer for limit x interval seconds,
+# counted on CLOCK_MONOTONIC from its last answer, its start, or the end of a pause.
+allowed = int(limit) * float(interval)
+alive = Path(state, "alive")
 
 
-def show(prop):
-    out = subprocess.run(["systemctl", "show", "-P", prop, unit], capture_output=True, text=True)
-    return out.stdout.strip()
+def show():
+    props = ("ActiveState", "SubState", "ExecMainStartTimestampMonotonic")
+    argv = ["systemctl", "show", unit, *(f"--property={p}" for p in props)]
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    return dict(line.partition("=")[::2] for line in out.splitlines())
 
 
-def failures(n):
-    Path(f"{count}.tmp").write_text(str(n))
-    Path(f"{count}.tmp").replace(count)
+def remember(when):
+    Path(f"{alive}.tmp").write_text(repr(when))
+    Path(f"{alive}.tmp").replace(alive)
 
 
 # The reload script writes its PID here for the length of a reload (at most 10 min).
@@ -34,36 +39,70 @@ def paused():
 
 
 # Only a service that is up: never one being started, reloaded, stopped or stopped on
-# purpose (with a .socket unit a probe would start it again), nor during a reload.
-if show("ActiveState") != "active" or show("SubState") != "running" or paused():
-    failures(0)
-    sys.exit(0)
-kind, _, where = address.partition(":")
-try:
+# purpose (with a .socket unit a probe would start it again), nor during a reload. Its
+# time without an answer counts from here again.
+def watched():
+    props = show()
+    if props.get("ActiveState") != "active" or props.get("SubState") != "running" or paused():
+        remember(time.monotonic())
+        return None
+    started = int(props.get("ExecMainStartTimestampMonotonic") or 0) / 1e6
+    try:
+        last = float(alive.read_text())
+    except (OSError, ValueError):
+        last = 0.0
+    return max(last, started) or time.monotonic()
+
+
+def answers(wait):
+    kind, _, where = address.partition(":")
     if kind == "unix":
-        conn = http.client.HTTPConnection("localhost", timeout=float(timeout))
+        conn = http.client.HTTPConnection("localhost", timeout=wait)
         conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.sock.settimeout(float(timeout))
+        conn.sock.settimeout(wait)
         conn.sock.connect(where)
     else:
         host, _, port = where.rpartition(":")
-        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=float(timeout))
-    conn.request("GET", path, headers={"Connection": "close", "User-Agent": "opskit-watchdog"})
-    conn.getresponse().read()
-    failures(0)
-    sys.exit(0)
-except Exception as exc:  # noqa: BLE001 - any failure to answer counts
-    reason = f"{type(exc).__name__}: {exc}"
-try:
-    n = int(count.read_text() or 0) + 1
-except (OSError, ValueError):
-    n = 1
-print(f"{unit}: no answer on {address}{path} ({reason}), {n} of {limit} in a row", flush=True)
-if n < int(limit):
-    failures(n)
-    sys.exit(0)
-failures(0)
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=wait)
+    try:
+        conn.request("GET", path, headers={"Connection": "close", "User-Agent": "opskit-watchdog"})
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+# Any HTTP answer, even an error, counts as alive. A failed try is tried again until the
+# answer comes or the deadline passes, so the kill comes at the deadline, not at the end
+# of whichever probe runs then. Every probe gets at least one try of a second (or the
+# timeout, if shorter), so one that starts late never kills without asking.
+said = None
+tried = False
+while True:
+    since = watched()
+    if since is None:
+        sys.exit(0)
+    asked = time.monotonic()
+    left = since + allowed - asked
+    if tried and left <= 0:
+        break
+    wait = min(float(timeout), max(left, 0.1 if tried else 1.0))
+    try:
+        answers(wait)
+        remember(asked)
+        sys.exit(0)
+    except Exception as exc:  # any failure to answer counts
+        reason = f"{type(exc).__name__}: {exc}"
+    tried = True
+    if reason != said:
+        print(
+            f"{unit}: no answer on {address}{path} ({reason}); "
+            f"{time.monotonic() - since:.1f} s without one, killed at {allowed:g} s",
+            flush=True,
+        )
+        said = reason
+    time.sleep(max(0.0, min(0.5, since + allowed - time.monotonic())))
 # SIGKILL, not a stop: a hung process would make systemd wait out TimeoutStopSec=.
 # Restart=always then starts the service again after RestartSec=.
 print(f"{unit}: killing it (SIGKILL); Restart=always starts it again", flush=True)
+remember(time.monotonic())
 subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False)
