@@ -16,11 +16,12 @@ Clients (--client):
 
 Settings (--settings): "opskit", the server command line opskit generates now, and
 "before", the same without the Connection: close settings (uvicorn's
---header connection:close, uWSGI's add-header), as generated before them. gunicorn's
-sync workers close every connection and say so in both. "drain" (uvicorn only, an
-experiment that opskit does not generate): the opskit settings plus an HTTP protocol
-class (DRAIN, below, by --http) whose shutdown lets a connection that uvicorn has
-accepted but not yet read deliver its request, instead of closing it. --burn N runs N CPU burners
+--header connection:close, uWSGI's add-header) and without uvicorn's draining HTTP
+protocol (--http opskit_uvicorn:..., opskit.systemd.uvicorn), as generated before them.
+gunicorn's sync workers close every connection and say so in both. "header" (uvicorn
+only): Connection: close without the protocol, what opskit generated in between, whose
+shutdown closes a connection that uvicorn has accepted but not yet read, with the
+request already in it. --burn N runs N CPU burners
 (``while 1: pass``) for the whole bench, so the servers run under contention.
 
 Ways:
@@ -71,6 +72,7 @@ sys.path.insert(0, str(ROOT))
 from opskit.reload.render import render_reload  # noqa: E402
 from opskit.spec import build_spec  # noqa: E402
 from opskit.systemd.units import server_unit  # noqa: E402
+from opskit.systemd.uvicorn import PROTOCOL as uvicorn_protocol  # noqa: E402
 from opskit.write import write  # noqa: E402
 
 EXAMPLE = ROOT / "opskit" / "example"
@@ -78,33 +80,7 @@ BIN = Path(sys.executable).parent
 SERVERS = ("gunicorn", "uvicorn", "uwsgi")
 WAYS = ("naive", "native", "opskit")
 CLIENTS = ("fresh", "keepalive")
-SETTINGS = ("before", "opskit", "drain")
-#: The "drain" experiment: uvicorn's shutdown() closes every connection without a request
-#: cycle, including one accepted in the same event-loop turn whose request is already in
-#: the kernel's buffer (the client meets a reset). This lets such a connection be read
-#: and answered (Connection: close then closes it); one that sends nothing is closed
-#: after a second.
-DRAIN = """
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-
-class DrainingH11Protocol(H11Protocol):
-    _read = False
-
-    def data_received(self, data):
-        self._read = True
-        super().data_received(data)
-
-    def shutdown(self):
-        if self.cycle is None and not self._read:
-            self.loop.call_later(1.0, self._close_unread)
-            return
-        super().shutdown()
-
-    def _close_unread(self):
-        if self.cycle is None and not self.transport.is_closing():
-            self.transport.close()
-"""
+SETTINGS = ("before", "opskit", "header")
 #: What "before" leaves out: the options that make uvicorn and uWSGI say Connection: close.
 CLOSE_ARGS = {"uvicorn": ("--header", "connection:close"), "uwsgi": ("add-header",)}
 NATIVE = {
@@ -274,9 +250,10 @@ class Site:
         if server == "uvicorn":
             has_close = "connection:close" in self.uvicorn
             assert has_close == (settings != "before"), self.uvicorn
-        if settings == "drain":
-            (self.dir / "bench_drain.py").write_text(DRAIN)
-            self.uvicorn += ["--http", "bench_drain:DrainingH11Protocol"]
+            if settings != "opskit":
+                at = self.uvicorn.index("--http")
+                assert self.uvicorn[at + 1] == uvicorn_protocol, self.uvicorn
+                del self.uvicorn[at : at + 2]
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def argv(self) -> list[str]:
@@ -573,7 +550,7 @@ def main() -> int:
                 for settings in args.settings:
                     if settings == "before" and server not in CLOSE_ARGS:
                         continue  # gunicorn's command line is the same in both
-                    if settings == "drain" and server != "uvicorn":
+                    if settings == "header" and server != "uvicorn":
                         continue
                     for way in args.ways:
                         root = Path(tmp) / f"{rep}-{settings}-{way}"

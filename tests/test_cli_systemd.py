@@ -134,7 +134,9 @@ def test_config_from_pyproject_overridden_by_flags(cli, here: Path) -> None:
     assert result.code == 0, result.err
     sections = parse(stream_files(result.out)["shop.service"])
     argv = exec_words(value(sections, "Service", "ExecStart"))
-    assert argv[:2] == ["/srv/app/.venv/bin/uvicorn", "shop.asgi:app"]
+    # The venv's python runs uvicorn's main() from opskit's bootstrap (systemd.md).
+    assert argv[:2] == ["/srv/app/.venv/bin/python", "-c"] and argv[3] == "shop.asgi:app"
+    assert "from uvicorn.main import main" in argv[2]
     assert argv[argv.index("--port") + 1] == "9100"
     assert argv[argv.index("--workers") + 1] == "4"
     env = dict(env_assignment(v) for v in values(sections, "Service", "Environment"))

@@ -173,6 +173,17 @@ def test_stop_timeout_below_the_graceful_timeout_on_the_command_line(cli, projec
     assert "TimeoutStopSec=0.5min < gunicorn --graceful-timeout 60" in finding["evidence"]
 
 
+def test_the_uvicorn_bootstrap_is_read_as_uvicorn():
+    """uvicorn runs as ``python -c BOOTSTRAP``: doctor still reads its graceful timeout."""
+    spec = build_spec({"name": "x", "app": "a:b"})
+    good = unit_text(server="uvicorn", graceful_timeout=60)
+    assert check_unit("x.service", good, spec) == []
+    bad = good.replace("TimeoutStopSec=70", "TimeoutStopSec=20")
+    (finding,) = check_unit("x.service", bad, spec)
+    assert finding.check == "unit-stop-timeout"
+    assert "uvicorn --timeout-graceful-shutdown 60" in finding.evidence
+
+
 def test_uwsgi_without_harakiri():
     good = unit_text(server="uwsgi")
     spec = build_spec({"name": "x", "app": "a:b"})

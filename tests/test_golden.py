@@ -143,7 +143,8 @@ def test_server_directives(case: tuple[str, bool, str]) -> None:
         assert service_type == "notify" and reload and not kill_signal
         assert ("--bind" in argv) is not socket
     elif server == "uvicorn":
-        assert argv[:2] == ["/srv/app/.venv/bin/uvicorn", "app.asgi:app"]
+        assert argv[:2] == ["/srv/app/.venv/bin/python", "-c"] and argv[3] == "app.asgi:app"
+        assert argv[argv.index("--http") + 1] == "opskit_uvicorn:DrainingH11Protocol"
         assert service_type == "exec"
         # The default two workers make HUP a reload; fd 3 is the socket unit's.
         assert reload

@@ -808,3 +808,48 @@ def test_keep_alive_true_leaves_uvicorn_keeping_connections_open(site: Site):
             assert sock is not None and sock is first, "not the same connection"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("protocol", ["opskit", "h11"])
+def test_a_stopping_uvicorn_answers_a_connection_it_had_not_read(site: Site, protocol):
+    """uvicorn's shutdown closes an accepted, unread connection; opskit's protocol answers it.
+
+    A connection is opened and left silent, so the server has accepted it and read
+    nothing. SIGTERM starts the shutdown, which stops listening and shuts every
+    connection down in one step: once a new connect is refused, that step is done.
+    Only then does the request go out. With opskit's protocol it is answered; with
+    uvicorn's own h11 protocol (``--http h11`` after it, which wins), the connection is
+    already closed: that is what a request that arrives in that moment meets.
+    """
+    from opskit.systemd.units import server_unit
+
+    site.server = "uvicorn"
+    argv = list(server_unit(unit_spec(site, workers=1)).argv)
+    assert argv[argv.index("--http") + 1] == "opskit_uvicorn:DrainingH11Protocol"
+    if protocol == "h11":
+        argv += ["--http", "h11"]
+    server = site.start(argv, workers=1)
+    with socket.create_connection(("127.0.0.1", site.port), timeout=30) as sock:
+        time.sleep(0.2)  # accepted into the event loop, not only into the backlog
+        server.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", site.port), timeout=5).close()
+            except ConnectionRefusedError:
+                break
+            assert time.monotonic() < deadline, "uvicorn still listens 30 s after SIGTERM"
+            time.sleep(0.01)
+        data = b""
+        try:
+            sock.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+    if protocol == "opskit":
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"v1\n"), data
+    else:
+        assert data == b"", data
+    # uvicorn ends by raising the signal it was stopped by again, once it has shut down.
+    assert server.wait(timeout=30) == -signal.SIGTERM, site.logs()

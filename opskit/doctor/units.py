@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from opskit.doctor.findings import Finding, Severity, evidence_path
 from opskit.spec import AppSpec
+from opskit.systemd import uvicorn
 from opskit.systemd.install import is_watchdog_unit
 from opskit.systemd.unitfile import UnitLine, exec_argv, parse_timespan, parse_unit
 
@@ -71,6 +72,8 @@ def is_server(argv: tuple[str, ...], server: str) -> bool:
     if not argv:
         return False
     if Path(argv[0]).name == server:
+        return True
+    if server == "uvicorn" and uvicorn.is_boot(argv):
         return True
     return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == server
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from opskit.errors import SpecError
 from opskit.render import RenderedFile, render_template, systemd_value, uwsgi_arg
 from opskit.spec import AppSpec
+from opskit.systemd import uvicorn
 from opskit.systemd.hardening import hardening, runtime_dir, under
 from opskit.systemd.limits import resource_directives, worker_args
 from opskit.systemd.network import NetworkDecision, decide
@@ -68,7 +69,8 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             no_reload_reason="with --preload a HUP forks new workers from the old, imported code",
         )
     if spec.server == "uvicorn":
-        argv = [*_launcher(spec, "uvicorn"), str(spec.app)]
+        # The bootstrap runs uvicorn through BASE/current's python too (see _launcher).
+        argv = [*uvicorn.launcher(spec), str(spec.app)]
         if spec.base:
             argv += ["--app-dir", spec.working_directory]
         if spec.socket:
@@ -91,6 +93,9 @@ def server_unit(spec: AppSpec) -> ServerUnit:
             # connection itself: no client holds an idle connection for a worker that a
             # reload or --limit-max-requests retires to close under its next request.
             argv += ["--header", "connection:close"]
+        # A retiring worker leaves a connection it has not read yet open for its
+        # request (opskit.systemd.uvicorn): no reset for a request already sent.
+        argv += ["--http", uvicorn.PROTOCOL]
         argv += extra
         return ServerUnit(
             tuple(argv),
