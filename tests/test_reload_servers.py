@@ -402,6 +402,48 @@ def test_an_interrupted_reload_leaves_the_deploy_id_file_as_it_was(site: Site, c
     assert {site.version() for _ in range(6)} == {"v1"}
 
 
+def test_an_interrupt_before_the_canary_starts_exits_130(site: Site, cli, tmp_path: Path):
+    """SIGINT after the canary is marked running but before it is launched (no $! yet).
+
+    A mktemp that takes a second holds the script in exactly that window: bash runs the
+    INT trap once the command substitution returns. The trap must stop a canary that
+    does not exist, remove its directory and restore the deploy id: exit 130, not
+    "$!: unbound variable" under set -u (seen once in CI, unforced).
+    """
+    site.server = "gunicorn"
+    version_file = site.dir / "deploy-id"
+    version_file.write_text("first\n")
+    script = site.script(cli, "--deploy-id-file", str(version_file))
+    site.start(gunicorn(site))
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    marker = tmp_path / "mktemp-started"
+    real = shutil.which("mktemp")
+    assert real is not None
+    (shim / "mktemp").write_text(f'#!/bin/sh\ntouch {marker}\nsleep 1\nexec {real} "$@"\n')
+    (shim / "mktemp").chmod(0o755)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {
+        **os.environ,
+        "RELOAD_TIMEOUT": "60",
+        "TMPDIR": str(tmpdir),
+        "PATH": f"{shim}:{os.environ['PATH']}",
+    }
+    proc = subprocess.Popen(["bash", str(script), "v2"], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "mktemp never ran"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "unbound variable" not in err
+    assert version_file.read_text() == "first\n"
+    assert list(tmpdir.iterdir()) == []
+    assert {site.version() for _ in range(6)} == {"v1"}
+
+
 def test_stale_master_on_the_same_port_is_detected(site: Site, cli):
     site.server = "gunicorn"
     script = site.script(cli)
