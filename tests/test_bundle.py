@@ -212,3 +212,43 @@ def test_artifacts_are_valid(cli, project: Path, tmp_path: Path):
         assert os.access(script, os.X_OK)
         shell = script.read_text().splitlines()[0].removeprefix("#!")
         assert subprocess.run([shell, "-n", str(script)], check=False).returncode == 0
+
+
+def test_a_bundle_with_a_base_deploys_through_ops_mk(cli, project: Path, tmp_path: Path):
+    """ops.mk's ops-deploy runs opskit deploy with the bundle's spec; a dry run says so."""
+    text = (project / "pyproject.toml").read_text()
+    base = tmp_path / "base"
+    # With a base, the release layout decides the working directory.
+    text = text.replace('working-directory = "/srv/demoapp"\n', f'base = "{base}"\n')
+    assert f'base = "{base}"' in text
+    (project / "pyproject.toml").write_text(text)
+    (project / "requirements.txt").write_text("")
+    out = project / "deploy"
+    result = cli(
+        "bundle", "demoapp", "--config", str(project / "pyproject.toml"), "--user",
+        "opskit-test", "-o", str(out),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    opskit = f"{sys.executable} -m opskit"
+    make = [
+        "make", "--no-print-directory", "-f", str(out / "ops.mk"), f"OPSKIT={opskit}",
+        "OPS_ARGS=--user opskit-test --dry-run",
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*make, "ops-deploy", f"SOURCE={project}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{opskit} deploy --name demoapp" in done.stdout
+    assert "dry run: would build releases/" in done.stderr, done.stderr
+    # Nothing was built, nothing switched.
+    assert not (base / "releases").exists() or not any((base / "releases").iterdir())
+    assert not (base / "current").exists()
+    listing = subprocess.run(
+        [*make[:5], "ops-releases"], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert f"{opskit} releases" in listing.stdout

@@ -156,9 +156,9 @@ def deploy(
             if existing:
                 say(f"release {release_id}: the same content was built before")
             if dry_run:
-                outcome.steps.append(
-                    f"would {'reuse' if existing else 'build'} releases/{release_id}"
-                )
+                step = f"would {'reuse' if existing else 'build'} releases/{release_id}"
+                outcome.steps.append(step)
+                say(f"dry run: {step}" + (" (live now)" if live == release_id else ""))
                 outcome.status = "unchanged" if live == release_id else "planned"
                 return outcome
             if live == release_id and switch.verified(spec, layout, release_id) is None:
