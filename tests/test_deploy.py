@@ -23,7 +23,7 @@ from opskit.proc import SubprocessRunner
 from opskit.reload.plan import plan_reload
 from opskit.reload.render import render_deploy_reload
 from opskit.spec import build_spec
-from opskit.systemd.units import server_unit
+from opskit.systemd.units import environment, server_unit
 from tests.test_reload import needs_shellcheck
 from tests.test_upgrade_pip import make_wheel
 
@@ -70,6 +70,9 @@ def test_servers_run_through_current_so_a_reload_finds_the_live_release():
     gunicorn = server_unit(spec()).argv
     assert gunicorn[:3] == (f"{BASE}/current/venv/bin/python", "-m", "gunicorn")
     assert gunicorn[gunicorn.index("--chdir") + 1] == f"{BASE}/current"
+    # gunicorn's --chdir default (validated on every HUP) comes from $PWD: the link.
+    assert ("PWD", f"{BASE}/current") in environment(spec())
+    assert "PWD" not in dict(environment(spec(server="uwsgi")))
     uvicorn = server_unit(spec(server="uvicorn", socket=True)).argv
     assert uvicorn[uvicorn.index("--app-dir") + 1] == f"{BASE}/current"
     uwsgi = server_unit(spec(server="uwsgi")).argv

@@ -208,6 +208,13 @@ def environment(spec: AppSpec) -> list[tuple[str, str]]:
         # The config's directory holds opskit_logging (journald formatter, loader), which
         # the server imports while it applies the config.
         env["PYTHONPATH"] = spec.log_config.rsplit("/", 1)[0] or "/"
+    if spec.base and spec.server == "gunicorn":
+        # gunicorn takes its --chdir default from the cwd when it is imported, resolved
+        # by the kernel to the release it started in (util.getcwd() prefers $PWD when it
+        # is the same directory), and validates that default again on every HUP before
+        # --chdir replaces it: once that release is pruned, the HUP ends the master
+        # ("can't chdir to"). $PWD as the link keeps the default a path that exists.
+        env["PWD"] = spec.working_directory
     env.update(dict(spec.environment))
     return list(env.items())
 
