@@ -52,13 +52,33 @@ class Completed:
         return f"exit code {self.returncode}"
 
     def reason(self) -> str:
-        """Why pip (or pip-compile) failed: its last ``ERROR:`` line, else the tail."""
+        """Why pip (or pip-compile) failed: its last ``ERROR:`` line, else the tail.
+
+        A build that failed ends in "Failed to build one or more wheels", which names no
+        cause: then the cause is the last line of the build's own output (pip frames it
+        between "╰─> [N lines of output]" and "[end of output]"), with the package.
+        """
+        lines = self.stderr.splitlines()
         errors = [
             ln.strip()[len("ERROR:") :].strip()
-            for ln in self.stderr.splitlines()
+            for ln in lines
             if ln.strip().startswith("ERROR:") and ln.strip() != "ERROR: Exception:"
         ]
-        return errors[-1] if errors else self.tail()
+        if not errors:
+            return self.tail()
+        failed = [e for e in errors if e.startswith("Failed building wheel for ")]
+        output: list[str] = []
+        inside = False
+        for ln in lines:
+            if "╰─>" in ln:
+                inside, output = True, []
+            elif "[end of output]" in ln:
+                inside = False
+            elif inside and ln.strip():
+                output.append(ln.strip())
+        if failed and output:
+            return f"{failed[-1]}: {output[-1]}"
+        return errors[-1]
 
 
 class Runner(Protocol):

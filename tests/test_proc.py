@@ -141,3 +141,27 @@ def test_shown_is_a_line_a_shell_reads_back():
     assert shown(["python", "-c", "import x; print('a b')", "$HOME"]) == (
         "python -c 'import x; print('\"'\"'a b'\"'\"')' '$HOME'"
     )
+
+
+def test_a_failed_build_is_told_by_its_own_last_line(tmp_path):
+    """pip's last ERROR line of a failed build names no cause; its build's output does."""
+    project = tmp_path / "needs_cc"
+    project.mkdir()
+    (project / "setup.py").write_text(
+        "import sys\n"
+        "from setuptools import setup\n"
+        "if 'bdist_wheel' in sys.argv:\n"
+        "    sys.exit('error: no C compiler found (install gcc)')\n"
+        "setup(name='needs_cc', version='1.0')\n"
+    )
+    done = SubprocessRunner()(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-cache-dir",
+         "--no-build-isolation", "--disable-pip-version-check", "-q",
+         "--wheel-dir", str(tmp_path / "out"), str(project)],
+        timeout=120,
+    )  # fmt: skip
+    assert not done.ok
+    assert "Failed to build" in done.stderr  # what the reason used to be
+    assert done.reason() == (
+        "Failed building wheel for needs-cc: error: no C compiler found (install gcc)"
+    ), done.stderr

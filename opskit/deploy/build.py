@@ -67,7 +67,10 @@ def fill_cache(python: str, lock: Path, wheels: Path, runner: Runner) -> list[st
             return []
         missing, fetched = ["--no-deps", *todo], todo
     done = runner(
-        [python, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
+        # --use-pep517: a project with only setup.py (uWSGI) is built in an isolated
+        # environment with its build requirements, not by "setup.py bdist_wheel" in a
+        # fresh venv that has no wheel package.
+        [python, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--use-pep517",
          "--wheel-dir", str(wheels), "--find-links", str(wheels), *missing],
         timeout=PIP_TIMEOUT,
     )  # fmt: skip

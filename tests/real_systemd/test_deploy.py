@@ -47,9 +47,6 @@ RAW: dict[str, Any] = {
     "interpreter": nspawn.SYSTEM_PYTHON,
     "watchdog": 0,
 }
-TOML = "\n".join(
-    f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in RAW.items()
-)  # JSON strings and numbers are TOML too
 
 
 def _wheel_pin(wheelhouse: Path, name: str) -> tuple[str, str]:
@@ -85,14 +82,33 @@ def _conflicting_wheel() -> tuple[str, bytes]:
     return name, buffer.getvalue()
 
 
+#: uvicorn with a base: a deploy restarts it behind its socket unit (required).
+UVICORN = {**RAW, "server": "uvicorn", "app": "demoapp:asgi", "socket": True}
+#: What each server's releases lock: the server, its dependencies, and packaging.
+UWSGI = {**RAW, "server": "uwsgi"}
+LOCKED = {
+    "gunicorn": ("gunicorn", "packaging"),
+    "uvicorn": ("uvicorn", "click", "h11", "packaging"),
+    # uWSGI is an sdist in the wheelhouse: the first deploy builds its wheel into the
+    # base's cache (pip wheel, offline from the wheelhouse), later ones reuse it.
+    "uwsgi": ("packaging",),
+}
+SPECS = {"uvicorn": UVICORN, "uwsgi": UWSGI}
+
+
+def _toml(raw: dict[str, Any]) -> str:
+    # JSON strings, numbers and booleans are TOML too.
+    return "\n".join(f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in raw.items())
+
+
 class Site:
     """One container with the units installed and the wheel cache filled."""
 
-    def __init__(self, box: nspawn.Container, wheelhouse: Path) -> None:
+    def __init__(self, box: nspawn.Container, wheelhouse: Path, raw: dict[str, Any] = RAW) -> None:
         self.box = box
         names = []
         self.lock = ""
-        for package in ("gunicorn", "packaging"):
+        for package in LOCKED[raw["server"]]:
             filename, version = _wheel_pin(wheelhouse, package)
             names.append(filename)
             self.lock += f"{package}=={version}\n"
@@ -101,8 +117,11 @@ class Site:
             box.run("cp", f"{WHEELS}/{filename}", f"{BASE}/wheels/")
         name, data = _conflicting_wheel()
         box.write_file(f"{BASE}/wheels/{name}", data)
-        box.write_file(CONFIG, TOML + "\n")
-        box.install_units(render_units(build_spec(RAW)))
+        if raw["server"] == "uwsgi":
+            sdist = next(wheelhouse.glob("uwsgi-*.tar.gz"))
+            self.lock += f"uWSGI=={sdist.name.removesuffix('.tar.gz').split('-')[1]}\n"
+        box.write_file(CONFIG, _toml(raw) + "\n")
+        box.install_units(render_units(build_spec(raw)))
 
     def project(self, tag: str, extra: str = "", lock_extra: str = "") -> str:
         directory = f"/srv/projects/{tag}"
@@ -113,7 +132,9 @@ class Site:
         return directory
 
     def opskit(self, *args: str, timeout: float = 600.0):
-        return self.box.run(OPSKIT, *args, "--config", CONFIG, check=False, timeout=timeout)
+        # Offline: a pin the base's cache lacks can come from the wheelhouse only.
+        env = ["env", f"PIP_FIND_LINKS={WHEELS}", "PIP_NO_INDEX=1"]
+        return self.box.run(*env, OPSKIT, *args, "--config", CONFIG, check=False, timeout=timeout)
 
     def deploy(self, directory: str) -> tuple[Any, dict[str, Any]]:
         proc = self.opskit("deploy", directory, "--json")
@@ -205,6 +226,70 @@ def test_deploy_switch_refuse_and_roll_back_under_load(site: Site, measure) -> N
     assert listing["live"] == v1 and listing["journal"] is None
     live = [r for r in listing["releases"] if r["live"]]
     assert [r["id"] for r in live] == [v1] and live[0]["pids"], listing
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "uwsgi"])
+def test_uvicorn_and_uwsgi_deploy_and_roll_back_under_load(
+    boot, wheelhouse: Path, measure, server: str
+) -> None:
+    """uvicorn restarts behind its socket unit, uWSGI re-executes (graceful reload): each
+    lands in the new release, every process's cwd there, and rolls back alike."""
+    box = boot(f"deploy-{server}", binds=(nspawn.Bind(wheelhouse, WHEELS),), app=False)
+    site = Site(box, wheelhouse, SPECS[server])
+    proc, first = site.deploy(site.project("v1"))
+    assert proc.returncode == 0, proc.stderr + box.journal("demo.service")
+    v1 = first["release"]
+    site.serves(v1)
+    v2_dir = site.project("v2")
+    (proc, second), load = _under_load(box, lambda: site.deploy(v2_dir), seconds=30)
+    measure(f"deploy v1 -> v2 ({server}): {load['failed']} of {load['ok'] + load['failed']} failed")
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    v2 = second["release"]
+    assert v2 != v1 and second["previous"] == v1
+    site.serves(v2)
+    if server == "uvicorn":
+        # The protocol module came from the bootstrap, into the service's runtime directory.
+        module = "/run/demo/opskit-python/opskit_uvicorn.py"
+        assert box.run("test", "-f", module, check=False).returncode == 0
+
+    took: list[float] = []
+
+    def timed_rollback():
+        started = time.monotonic()
+        done = site.opskit("rollback", "--json")
+        took.append(time.monotonic() - started)
+        return done
+
+    proc, load = _under_load(box, timed_rollback, seconds=10)
+    measure(
+        f"rollback v2 -> v1 ({server}), command to verified: {took[0]:.2f} s, "
+        f"{load['failed']} of {load['ok'] + load['failed']} failed"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    site.serves(v1)
+
+
+def test_gunicorn_reloads_after_the_release_it_started_in_is_pruned(boot, wheelhouse: Path):
+    """The master started in v1; v1 is pruned; a HUP still reloads (found by bench_deploy).
+
+    gunicorn validates its --chdir default, the cwd it was imported in, on every HUP:
+    without $PWD through the link, that was v1's path, and the HUP ended the master.
+    """
+    box = boot("deploy-prune", binds=(nspawn.Bind(wheelhouse, WHEELS),), app=False)
+    site = Site(box, wheelhouse, {**RAW, "keep_releases": 2})
+    ids = []
+    for tag in ("v1", "v2", "v3"):
+        proc, done = site.deploy(site.project(tag))
+        assert proc.returncode == 0, proc.stderr + box.journal("demo.service")
+        ids.append(done["release"])
+    releases = box.run("ls", f"{BASE}/releases").stdout.split()
+    assert ids[0] not in releases and ids[2] in releases, releases
+    before = box.show("demo.service", "MainPID", "NRestarts")
+    box.systemctl("reload", "demo.service")
+    site.serves(ids[2])
+    assert box.show("demo.service", "MainPID", "NRestarts") == before, box.journal("demo.service")
 
 
 #: When opskit is killed, as a shell test that turns true at that point of a real run.
