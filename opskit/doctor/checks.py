@@ -18,12 +18,11 @@ from opskit.doctor.live import (
 from opskit.doctor.processes import (
     Listener,
     check_shared_port,
-    check_stale_code,
     listeners,
-    plan_fix,
 )
 from opskit.doctor.project import check_del_methods, check_uwsgi_threads, newest_source
 from opskit.doctor.releases import check_releases
+from opskit.doctor.stale import check_stale_code, plan_fix
 from opskit.doctor.units import UnitFile, check_units, read_unit_files, unit_paths
 from opskit.spec import AppSpec
 

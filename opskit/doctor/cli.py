@@ -38,7 +38,7 @@ def doctor(
 
     from opskit.doctor.checks import diagnose
     from opskit.doctor.findings import Severity, table, to_json
-    from opskit.doctor.processes import stop_processes
+    from opskit.doctor.stale import stop_processes
     from opskit.errors import CheckFailed
 
     loaded = spec.load()

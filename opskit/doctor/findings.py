@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opskit.doctor.processes import FixDecision, Listener
+    from opskit.doctor.processes import Listener
+    from opskit.doctor.stale import FixDecision
 
 
 class Severity(str, Enum):

@@ -7,16 +7,13 @@ import os
 import pwd
 import shlex
 import shutil
-import signal
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from opskit.doctor.findings import Finding, Severity, evidence_path
+from opskit.doctor.findings import Finding, Severity
 from opskit.spec import AppSpec
 
 if TYPE_CHECKING:
@@ -203,7 +200,7 @@ def _shebang(path: str) -> str | None:
     return words[0]
 
 
-def _interpreters(spec: AppSpec, program: str) -> set[str]:
+def program_interpreters(spec: AppSpec, program: str) -> set[str]:
     """The interpreters whose process may be ``program`` run as a script, symlinks resolved."""
     found = set()
     if spec.server != "command":
@@ -248,7 +245,7 @@ def _script_argument(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _runs_program(proc: Listener, program: str, interpreters: set[str]) -> bool:
+def runs_program(proc: Listener, program: str, interpreters: set[str]) -> bool:
     """Whether the process is ``program``: its executable, or an interpreter running it.
 
     Both sides have their symlinks resolved: the kernel's /proc/PID/exe already is (a venv's
@@ -284,7 +281,7 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _owner_problem(proc: Listener, spec: AppSpec) -> str | None:
+def owner_problem(proc: Listener, spec: AppSpec) -> str | None:
     """Why the process's owner is not the one the app's server runs as (None: it is)."""
     if proc.uids is None:
         return f"its owner ({proc.user}) cannot be read"
@@ -310,7 +307,7 @@ def _owner_problem(proc: Listener, spec: AppSpec) -> str | None:
     return None if ok else f"owned by {proc.user}, not {owner}"
 
 
-def _spec_addresses(spec: AppSpec) -> set[str]:
+def spec_addresses(spec: AppSpec) -> set[str]:
     """The addresses the app's server binds, written as ``Listener.addresses`` are."""
     if spec.unix_socket:
         return {f"unix:{spec.unix_socket}"}
@@ -326,7 +323,7 @@ def _spec_addresses(spec: AppSpec) -> set[str]:
     return {_host_port(ip, spec.port) for ip in ips}
 
 
-def _address(spec: AppSpec) -> str:
+def spec_address(spec: AppSpec) -> str:
     return spec.unix_socket or f"port {spec.port}"
 
 
@@ -339,153 +336,10 @@ def check_shared_port(ctx: Context) -> list[Finding]:
         Finding(
             Severity.ERROR,
             "port-shared",
-            f"{len(found)} separate servers listen on {_address(ctx.spec)}",
+            f"{len(found)} separate servers listen on {spec_address(ctx.spec)}",
             "; ".join(f"pid {p.pid}: {p.cmdline}" for p in found),
             "stop all but one: with SO_REUSEPORT the kernel spreads connections over "
             "every listener, so some requests reach an old server "
             "(opskit doctor --fix stops the stale ones that are this app's server)",
         )
     ]
-
-
-# Start times derive from a boot time that psutil reads rounded to the second.
-_START_MARGIN = 1.0
-
-
-def _older_than_code(ctx: Context) -> list[Listener]:
-    if ctx.newest_source is None:
-        return []
-    _, mtime = ctx.newest_source
-    # A reloaded pre-fork server has old master but new workers: what counts is the
-    # youngest process of the tree, the last one to import the code.
-    return [
-        proc
-        for proc in ctx.listeners
-        if max(proc.started, proc.newest_start) + _START_MARGIN < mtime
-    ]
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def check_stale_code(ctx: Context) -> list[Finding]:
-    """Servers that started before the newest source file of the project changed."""
-    if ctx.newest_source is None:
-        return []
-    path, mtime = ctx.newest_source
-    findings = []
-    fixable = {decision.proc.pid for decision in plan_fix(ctx) if decision.stop}
-    for proc in _older_than_code(ctx):
-        findings.append(
-            Finding(
-                Severity.WARNING,
-                "stale-code",
-                f"a server on {_address(ctx.spec)} started before the code changed",
-                f"pid {proc.pid} ({proc.cmdline}) started {_when(proc.started)}; "
-                f"{evidence_path(path, ctx.project)} changed {_when(mtime)}",
-                "reload or restart the service"
-                + (" (or opskit doctor --fix)" if proc.pid in fixable else "")
-                + " so it runs the code on disk",
-            )
-        )
-    return findings
-
-
-@dataclass(frozen=True)
-class FixDecision:
-    """What ``--fix`` does with one server on the app's address, and why."""
-
-    proc: Listener
-    #: Why it is left running; empty when it is this app's stale server, which --fix stops.
-    reasons: tuple[str, ...]
-    #: What makes it this app's stale server, shown before it is stopped.
-    why: str = ""
-
-    @property
-    def stop(self) -> bool:
-        """Whether ``--fix`` stops it."""
-        return not self.reasons
-
-
-def plan_fix(ctx: Context) -> list[FixDecision]:
-    """For each server on the app's address: stop it (this app's stale server) or why not.
-
-    Only a process that is the spec's server program, owned by the unit's user, holding
-    the spec's own address, running this app and older than the code is stopped: a
-    command line anyone can write (``python3 -c ... shop.wsgi:app``) proves nothing.
-    """
-    spec = ctx.spec
-    program = server_program(spec)
-    interpreters = _interpreters(spec, program)
-    wanted = _spec_addresses(spec)
-    stale = {proc.pid for proc in _older_than_code(ctx)}
-    plan = []
-    for proc in ctx.listeners:
-        reasons = []
-        if not _runs_program(proc, program, interpreters):
-            reasons.append(
-                f"not the spec's server {program} (its executable is {proc.exe or 'unreadable'})"
-            )
-        owner = _owner_problem(proc, spec)
-        if owner:
-            reasons.append(owner)
-        held = sorted(wanted.intersection(proc.addresses))
-        if not held:
-            reasons.append(f"listens on {', '.join(proc.addresses) or '?'}, not {spec.bind}")
-        if not runs_app(proc.argv, spec):
-            reasons.append(
-                "its command line does not contain the spec's command"
-                if spec.server == "command"
-                else f"its command line does not name {spec.app}"
-            )
-        if proc.pid not in stale:
-            reasons.append("not older than the code")
-        why = ""
-        if not reasons and ctx.newest_source is not None:
-            changed = evidence_path(ctx.newest_source[0], ctx.project)
-            why = (
-                f"the spec's server {program}, owned by {proc.user}, on {' and '.join(held)}, "
-                f"started before {changed} changed"
-            )
-        plan.append(FixDecision(proc, tuple(reasons), why))
-    return plan
-
-
-def stop_processes(
-    procs: Sequence[Listener], *, timeout: float, signum: int = signal.SIGTERM
-) -> list[str]:
-    """Send ``signum`` to each process (SIGKILL after ``timeout``); return what happened.
-
-    SIGTERM stops gunicorn and uvicorn; uWSGI 2.0 takes it as a brutal reload, so its
-    caller passes SIGQUIT, the signal its unit stops it with.
-
-    A process is signalled only while its PID still belongs to the process found (same
-    start time), so a PID reused in between is never hit.
-    """
-    import psutil
-
-    lines = []
-    alive: list[tuple[Listener, psutil.Process]] = []
-    for proc in procs:
-        try:
-            current = psutil.Process(proc.pid)
-            if abs(current.create_time() - proc.started) > 0.01:
-                lines.append(f"skipped    pid {proc.pid}: a different process now")
-                continue
-            os.kill(proc.pid, signum)
-            alive.append((proc, current))
-        except (psutil.NoSuchProcess, ProcessLookupError):
-            lines.append(f"gone       pid {proc.pid}")
-    deadline = time.monotonic() + timeout
-    for proc, current in alive:
-        try:
-            current.wait(timeout=max(0.0, deadline - time.monotonic()))
-            lines.append(f"stopped    pid {proc.pid}")
-        except psutil.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            name = signal.Signals(signum).name
-            lines.append(f"killed     pid {proc.pid} (no exit {timeout:g} s after {name})")
-        except psutil.NoSuchProcess:
-            lines.append(f"stopped    pid {proc.pid}")
-    return lines
