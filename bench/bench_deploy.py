@@ -34,7 +34,6 @@ tests do.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -55,12 +54,12 @@ from opskit.write import atomic_write  # noqa: E402
 from tests.real_systemd import nspawn  # noqa: E402
 from tests.real_systemd.corpus import OPSKIT  # noqa: E402
 from tests.real_systemd.demo import EXAMPLE  # noqa: E402
+
+# The spec and paths of the real-systemd deploy tests, not a copy of them.
+from tests.real_systemd.test_deploy import BASE, CONFIG, RAW, WHEELS, _toml  # noqa: E402
 from tests.test_upgrade_pip import make_wheel  # noqa: E402
 
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
-BASE = "/srv/rel"
-CONFIG = "/srv/deploy/opskit.toml"
-WHEELS = "/srv/wheels"
 CHANGED = "/srv/changed"
 SCRIPT_DIR = "/srv/deploy/script"
 #: 39 wheels of the wheelhouse that need nothing outside themselves (pip check is
@@ -106,24 +105,6 @@ LOCKED = [
     "typing_inspection",
     "werkzeug",
 ]
-RAW: dict[str, Any] = {
-    "name": "demo",
-    "server": "gunicorn",
-    "app": "demoapp:app",
-    "port": 8000,
-    "workers": 2,
-    "base": BASE,
-    "graceful_timeout": 5,
-    "health_path": "/health",
-    "version_path": "/version",
-    "deploy_id_file": f"{BASE}/current/VERSION",
-    "interpreter": nspawn.SYSTEM_PYTHON,
-    "watchdog": 0,
-}
-
-
-def _toml(raw: dict[str, Any]) -> str:
-    return "\n".join(f"{k.replace('_', '-')} = {json.dumps(v)}" for k, v in raw.items())
 
 
 def _pins() -> str:

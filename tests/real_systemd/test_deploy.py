@@ -140,6 +140,13 @@ class Site:
         proc = self.opskit("deploy", directory, "--json")
         return proc, json.loads(proc.stdout) if proc.stdout.strip() else {}
 
+    def rollback(self, took: list[float]):
+        """``opskit rollback --json``, its seconds from the command to verified into ``took``."""
+        started = time.monotonic()
+        done = self.opskit("rollback", "--json")
+        took.append(time.monotonic() - started)
+        return done
+
     def version(self) -> str:
         return self.box.http_get(url("/version")).body.strip()
 
@@ -209,14 +216,7 @@ def test_deploy_switch_refuse_and_roll_back_under_load(site: Site, measure) -> N
     assert "nothing to do" in proc.stderr
 
     took: list[float] = []
-
-    def timed_rollback():
-        started = time.monotonic()
-        done = site.opskit("rollback", "--json")
-        took.append(time.monotonic() - started)
-        return done
-
-    proc, load = _under_load(site.box, timed_rollback, seconds=10)
+    proc, load = _under_load(site.box, lambda: site.rollback(took), seconds=10)
     measure(f"rollback v2 -> v1 (gunicorn), command to verified: {took[0]:.2f} s under load")
     assert proc.returncode == 0, proc.stderr
     assert load["failed"] == 0, load
@@ -254,14 +254,7 @@ def test_uvicorn_and_uwsgi_deploy_and_roll_back_under_load(
         assert box.run("test", "-f", module, check=False).returncode == 0
 
     took: list[float] = []
-
-    def timed_rollback():
-        started = time.monotonic()
-        done = site.opskit("rollback", "--json")
-        took.append(time.monotonic() - started)
-        return done
-
-    proc, load = _under_load(box, timed_rollback, seconds=10)
+    proc, load = _under_load(box, lambda: site.rollback(took), seconds=10)
     measure(
         f"rollback v2 -> v1 ({server}), command to verified: {took[0]:.2f} s, "
         f"{load['failed']} of {load['ok'] + load['failed']} failed"
