@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -53,7 +53,9 @@ def _cached(wheels: Path) -> set[tuple[str, str]]:
     return out
 
 
-def fill_cache(python: str, lock: Path, wheels: Path, runner: Runner) -> list[str]:
+def fill_cache(
+    python: str, lock: Path, wheels: Path, runner: Runner, pip_args: Sequence[str] = ()
+) -> list[str]:
     """Put a wheel of every pin into the cache; return the pins it had to fetch."""
     wheels.mkdir(parents=True, exist_ok=True)
     pins = _pins(lock)
@@ -71,7 +73,7 @@ def fill_cache(python: str, lock: Path, wheels: Path, runner: Runner) -> list[st
         # environment with its build requirements, not by "setup.py bdist_wheel" in a
         # fresh venv that has no wheel package.
         [python, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--use-pep517",
-         "--wheel-dir", str(wheels), "--find-links", str(wheels), *missing],
+         "--wheel-dir", str(wheels), "--find-links", str(wheels), *pip_args, *missing],
         timeout=PIP_TIMEOUT,
     )  # fmt: skip
     if not done.ok:
@@ -109,6 +111,31 @@ def _write_deploy_id(spec: AppSpec, release: Path, release_id: str) -> None:
         target.chmod(0o644)
 
 
+#: Inside a release: the lock it was built from, when that was not in its tree.
+KEPT_LOCK = ".opskit-lock.txt"
+#: Inside a release: the wheel it was built from (a wheel source).
+KEPT_SOURCE = ".opskit-source"
+
+
+def _keep_inputs(staged: Staged, release: Path, lock: Path | None) -> tuple[str | None, str | None]:
+    """Keep the lock and the wheel in the release; their paths relative to it."""
+    kept_lock = None
+    if lock is not None:
+        if lock.is_relative_to(release):
+            kept_lock = lock.relative_to(release).as_posix()
+        else:
+            shutil.copyfile(lock, release / KEPT_LOCK)
+            (release / KEPT_LOCK).chmod(0o644)
+            kept_lock = KEPT_LOCK
+    kept_wheel = None
+    if staged.wheel is not None:
+        (release / KEPT_SOURCE).mkdir(mode=0o755, exist_ok=True)
+        shutil.copyfile(staged.wheel, release / KEPT_SOURCE / staged.wheel.name)
+        (release / KEPT_SOURCE / staged.wheel.name).chmod(0o644)
+        kept_wheel = f"{KEPT_SOURCE}/{staged.wheel.name}"
+    return kept_lock, kept_wheel
+
+
 def build(
     spec: AppSpec,
     layout: Layout,
@@ -118,6 +145,7 @@ def build(
     *,
     runner: Runner,
     say: Callable[[str], None],
+    pip_args: Sequence[str] = (),
 ) -> Path:
     """Make BASE/releases/ID complete; on any failure remove it and raise OperationFailed."""
     release = layout.release(release_id)
@@ -139,7 +167,7 @@ def build(
         pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
         offline = ["--no-index", "--find-links", str(layout.wheels)]
         if lock is not None:
-            fetched = fill_cache(python, lock, layout.wheels, runner)
+            fetched = fill_cache(python, lock, layout.wheels, runner, pip_args)
             say(
                 f"build: fetched {len(fetched)} package(s) into the wheel cache"
                 if fetched
@@ -173,6 +201,7 @@ def build(
                 + "; ".join(p.line for p in problems[:3])
             )
         _write_deploy_id(spec, release, release_id)
+        kept_lock, kept_wheel = _keep_inputs(staged, release, lock)
         version = runner([python, "-I", "-c", "import sys; print(sys.version.split()[0])"])
         write_json(
             release / MANIFEST,
@@ -183,6 +212,10 @@ def build(
                 "kind": staged.kind,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "python": version.stdout.strip(),
+                # What the release was built from, inside it: opskit upgrade --release
+                # builds the next one from them.
+                "lock": kept_lock,
+                "wheel": kept_wheel,
             },
         )
         (release / MANIFEST).chmod(0o644)

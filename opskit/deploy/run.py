@@ -103,10 +103,8 @@ def _interpreter_version(spec: AppSpec, runner: Runner) -> str:
     return done.stdout.strip()
 
 
-def _pre_switch(spec: AppSpec, release: Path, runner: Runner, say: Say) -> None:
-    """Run the spec's pre-switch commands in the new release, with the service's environment."""
-    import shlex
-
+def _release_environment(spec: AppSpec, release: Path) -> dict[str, str]:
+    """The service's environment, with the release's venv first on PATH as if activated."""
     from opskit.appcheck import service_environment
     from opskit.reload.render import release_spec
 
@@ -115,6 +113,23 @@ def _pre_switch(spec: AppSpec, release: Path, runner: Runner, say: Say) -> None:
         raise OperationFailed(problems[0].message)
     env["PATH"] = f"{release}/venv/bin:{env['PATH']}"
     env["VIRTUAL_ENV"] = f"{release}/venv"
+    return env
+
+
+def _pre_switch(spec: AppSpec, release: Path, runner: Runner, say: Say) -> None:
+    """Run the smoke command, then the pre-switch commands, in the new release."""
+    import shlex
+
+    if not spec.smoke and not spec.pre_switch:
+        return
+    env = _release_environment(spec, release)
+    if spec.smoke:
+        from opskit.upgrade.smoke import SMOKE_TIMEOUT, smoke_argv
+
+        say(f"smoke: {spec.smoke}")
+        done = runner(smoke_argv(spec.smoke), env=env, cwd=str(release), timeout=SMOKE_TIMEOUT)
+        if not done.ok:
+            raise OperationFailed(f"the smoke command {spec.smoke!r} failed: {done.reason()}")
     for command in spec.pre_switch:
         say(f"pre-switch: {command}")
         done = runner(shlex.split(command), env=env, cwd=str(release), timeout=3600)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from opskit.proc import Runner
     from opskit.spec import AppSpec
     from opskit.upgrade.outcome import UpgradeRequest
+    from opskit.upgrade.pins import Pin
 
 
 def _project(spec: SpecArgs) -> tuple[AppSpec | None, Path]:
@@ -150,7 +151,14 @@ def upgrade(
             "--status", help="Show an unfinished upgrade, the lock holder and the snapshots."
         ),
     ] = False,
-) -> None:
+    release: Annotated[
+        bool,
+        typer.Option(
+            "--release",
+            help="Build a new release with the changed pins and deploy it (needs base).",
+        ),
+    ] = False,
+) -> int | None:
     """Upgrade packages to exact pins, verified, and restore the old ones on any failure.
 
     Runs pip install --no-deps --force-reinstall (or uv pip install), then pip check and
@@ -175,13 +183,28 @@ def upgrade(
     if not (recover or status or requirements):
         raise UsageError("give the exact pins to install (NAME==VERSION), or --recover, --status")
     loaded, project = _project(spec)
+    if release:
+        given = {"--python": python, "--recover": recover, "--status": status,
+                 "--no-rollback": no_rollback, "--history": history}  # fmt: skip
+        for flag, value in given.items():
+            if value:
+                raise UsageError(
+                    f"{flag}: not with --release (a release is never changed in place)"
+                )
+        links = ["--no-index"] if no_index else []
+        for link in find_links or []:
+            links += ["--find-links", str(Path(link).resolve())]
+        return _release(
+            loaded, project, parse_pins(requirements or []), smoke, links,
+            no_lock=no_lock, dry_run=dry_run, json_out=json_out,
+        )  # fmt: skip
     target = _python(python, spec, loaded)
     if status:
         _status(target, json_out=json_out)
-        return
+        return None
     if recover:
         _recover(target, wait=not no_wait, json_out=json_out)
-        return
+        return None
     pins = parse_pins(requirements or [])
     command = smoke if smoke is not None else (loaded.smoke if loaded is not None else None)
     index_args: list[str] = ["--no-index"] if no_index else []
@@ -208,7 +231,7 @@ def upgrade(
 
     if dry_run:
         _dry_run(request, runner, json_out=json_out)
-        return
+        return None
 
     def progress(step: str, message: str) -> None:
         say(f"{step:<10} {message}")
@@ -226,6 +249,47 @@ def upgrade(
         raise
     if json_out:
         typer.echo(json.dumps(outcome.as_dict(), indent=2))
+    return None
+
+
+def _release(
+    loaded: AppSpec | None,
+    project: Path,
+    pins: tuple[Pin, ...],
+    smoke: str | None,
+    index_args: list[str],
+    *,
+    no_lock: bool,
+    dry_run: bool,
+    json_out: bool,
+) -> int:
+    """``upgrade --release``: the pins as a new release, through opskit deploy's path."""
+    from dataclasses import replace
+
+    from opskit.deploy.cli import _run
+    from opskit.deploy.upgrade import upgrade_release
+    from opskit.errors import UsageError
+    from opskit.proc import SubprocessRunner
+    from opskit.upgrade.lock import find_lock
+
+    if loaded is None:
+        raise UsageError("--release: needs the app's spec (an opskit.toml with base, or --name)")
+    if smoke is not None:
+        loaded = replace(loaded, smoke=smoke or None)
+    spec = loaded
+    runner = SubprocessRunner(say)
+    return _run(
+        json_out,
+        lambda: upgrade_release(
+            spec,
+            pins,
+            project_lock=None if no_lock else find_lock(project),
+            index_args=index_args,
+            dry_run=dry_run,
+            runner=runner,
+            say=say,
+        ),
+    )
 
 
 def _installer(spec: SpecArgs, loaded: AppSpec | None) -> str | None:

@@ -54,16 +54,17 @@ def _wheel_pin(wheelhouse: Path, name: str) -> tuple[str, str]:
     return path.name, path.name.split("-")[1]
 
 
-def _conflicting_wheel() -> tuple[str, bytes]:
-    """A wheel that needs packaging < 1: installed beside packaging 26, pip check fails."""
-    name = "needs_old_packaging-1.0-py3-none-any.whl"
+def pure_wheel(
+    dist: str, version: str, files: dict[str, bytes], requires: tuple[str, ...] = ()
+) -> tuple[str, bytes]:
+    """A pure-Python wheel of ``files``, with its METADATA, WHEEL and RECORD."""
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
     files = {
-        "needs_old_packaging.py": b"",
-        "needs_old_packaging-1.0.dist-info/METADATA": (
-            b"Metadata-Version: 2.1\nName: needs-old-packaging\nVersion: 1.0\n"
-            b"Requires-Dist: packaging<1\n"
-        ),
-        "needs_old_packaging-1.0.dist-info/WHEEL": (
+        **files,
+        f"{info}/METADATA": metadata.encode(),
+        f"{info}/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         ),
     }
@@ -73,13 +74,20 @@ def _conflicting_wheel() -> tuple[str, bytes]:
         f"{len(data)}\n"
         for path, data in files.items()
     )
-    record += "needs_old_packaging-1.0.dist-info/RECORD,,\n"
+    record += f"{info}/RECORD,,\n"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for path, data in files.items():
             archive.writestr(path, data)
-        archive.writestr("needs_old_packaging-1.0.dist-info/RECORD", record)
-    return name, buffer.getvalue()
+        archive.writestr(f"{info}/RECORD", record)
+    return f"{dist}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def _conflicting_wheel() -> tuple[str, bytes]:
+    """A wheel that needs packaging < 1: installed beside packaging 26, pip check fails."""
+    return pure_wheel(
+        "needs_old_packaging", "1.0", {"needs_old_packaging.py": b""}, ("packaging<1",)
+    )
 
 
 #: uvicorn with a base: a deploy restarts it behind its socket unit (required).
