@@ -155,6 +155,14 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
         _R,
         toggle=True,
     ),
+    SpecOption(
+        "watch",
+        ("--watch",),
+        list,
+        "File or directory whose change reloads the service, verified; repeatable.",
+        _S,
+        metavar="PATH",
+    ),
     # Releases.
     SpecOption("keep_releases", ("--keep-releases",), int, "Releases kept [5].", _D),
     SpecOption("shared", ("--shared",), list, "Path in BASE/shared linked into each release.", _D),

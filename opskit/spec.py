@@ -110,6 +110,8 @@ class AppSpec:
     oom_policy: str | None = None
     watchdog: int = 10
     watchdog_failures: int = 3
+    # Files or directories whose change reloads the service, verified (NAME-config.path).
+    watch: tuple[str, ...] = ()
     # Releases (docs/deploy.md): BASE/releases/ID each with its code and venv, BASE/current
     # the live one. With a base, the service runs from BASE/current and its venv.
     base: str | None = None
@@ -241,6 +243,12 @@ def _limits(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
         if tasks != "infinity":
             tasks = str(validate_int("tasks-max", raw["tasks_max"], 16, 1 << 22))
         v["tasks_max"] = tasks
+    if "watch" in raw:
+        watched = [
+            validate_path("watch", p).rstrip("/") or "/"
+            for p in validate_str_list("watch", raw["watch"])
+        ]
+        v["watch"] = tuple(dict.fromkeys(watched))
     if raw.get("oom_policy") is not None:
         v["oom_policy"] = validate_choice("oom-policy", raw["oom_policy"], OOM_POLICIES)
 

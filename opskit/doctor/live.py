@@ -53,6 +53,8 @@ def _unit_names(ctx: Context) -> list[str]:
     names = {f"{ctx.spec.name}.service"}
     if ctx.spec.socket:
         names.add(f"{ctx.spec.name}.socket")
+    if ctx.spec.watch:
+        names.add(f"{ctx.spec.name}-config.service")
     for unit in ctx.unit_files:
         names.add(Path(unit.where).name)
     return sorted(names, key=lambda n: (not n.endswith(".socket"), n))
@@ -91,6 +93,14 @@ def check_live_units(ctx: Context) -> list[Finding]:
 
 
 def _trouble(status: UnitStatus) -> str | None:
+    if status.unit.endswith("-config.service"):
+        if status.active != "failed":
+            return None
+        served = status.unit.removesuffix("-config.service") + ".service"
+        return (
+            f"the last configuration reload of {served} was refused ({status.unit} failed): "
+            "its workers keep the configuration they read before"
+        )
     kind = "socket" if status.unit.endswith(".socket") else "service"
     if status.active == "failed":
         return f"the {kind} {status.unit} has failed"
@@ -116,6 +126,11 @@ def _trouble(status: UnitStatus) -> str | None:
 
 
 def _fix(status: UnitStatus) -> str:
+    if status.unit.endswith("-config.service"):
+        return (
+            f"fix the watched configuration (journalctl -u {status.unit} says why the reload "
+            "was refused); its next change reloads again"
+        )
     exit_text = status.last_exit()
     if "203/EXEC" in exit_text:
         return "fix ExecStart='s program (the venv path), then systemctl restart"

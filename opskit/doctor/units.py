@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from opskit.doctor.findings import Finding, Severity, evidence_path
 from opskit.spec import AppSpec
 from opskit.systemd import uvicorn
-from opskit.systemd.install import is_watchdog_unit
+from opskit.systemd.install import is_helper_unit
 from opskit.systemd.unitfile import UnitLine, exec_argv, parse_timespan, parse_unit
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ def unit_paths(spec: AppSpec, project: Path, given: Sequence[Path] | None) -> li
     for path in candidates:
         if path.is_dir():
             # opskit systemd writes deploy/systemd/, a bundle deploy/: look below too.
-            # The watchdog's probe is a oneshot of opskit's own, not a server.
-            found.extend(p for p in sorted(path.rglob("*.service")) if not is_watchdog_unit(p.name))
+            # The watchdog's probe and the config reload are oneshots of opskit's own.
+            found.extend(p for p in sorted(path.rglob("*.service")) if not is_helper_unit(p.name))
         elif path.is_file() and path.suffix == ".service":
             # Restart= and the rest belong to services; a .socket unit has none of them.
             found.append(path)

@@ -137,15 +137,18 @@ def obsolete_units(files: Sequence[RenderedFile], unit_dir: Path) -> list[str]:
     services = [
         n.removesuffix(".service")
         for n in names
-        if n.endswith(".service") and not is_watchdog_unit(n)
+        if n.endswith(".service") and not is_helper_unit(n)
     ]
     out = []
     for service in services:
-        # A .socket after --no-socket; the watchdog's two units after watchdog = 0.
+        # A .socket after --no-socket; the watchdog's two units after watchdog = 0; the
+        # config watch's two without watch.
         for unit in (
             f"{service}.socket",
             f"{service}-watchdog.timer",
             f"{service}-watchdog.service",
+            f"{service}-config.path",
+            f"{service}-config.service",
         ):
             if unit not in names and _generated_by_opskit(unit_dir / unit):
                 out.append(unit)
@@ -194,9 +197,10 @@ def install_units(
         _systemctl(runner, "daemon-reload")
         steps.append("daemon-reload")
     touched: list[str] = []
-    # The watchdog's timer is pulled in by the service's Wants= and its probe by the
-    # timer: neither has an [Install] section of its own, nor is started here.
-    primary = [u for u in units if not is_watchdog_unit(u)]
+    # The watchdog's timer and the config watch's path unit are pulled in by the
+    # service's Wants=, their oneshots by them: none has an [Install] section of its
+    # own, nor is started here.
+    primary = [u for u in units if not is_helper_unit(u)]
     if enable:
         to_enable = [u for u in primary if _answer(runner, "is-enabled", u) != "enabled"]
         if to_enable:
@@ -240,9 +244,15 @@ def install_units(
     return InstallResult(planned, steps, stale, serving)
 
 
-def is_watchdog_unit(name: str) -> bool:
-    """Whether a unit file is one of the watchdog's (opskit.systemd.watchdog)."""
-    return name.endswith(("-watchdog.timer", "-watchdog.service"))
+def is_helper_unit(name: str) -> bool:
+    """Whether a unit file is a helper of a service: the watchdog's, or the config watch's.
+
+    Helpers are pulled in by the service's Wants= (opskit.systemd.watchdog,
+    opskit.systemd.configwatch), never enabled or started on their own.
+    """
+    return name.endswith(
+        ("-watchdog.timer", "-watchdog.service", "-config.path", "-config.service")
+    )
 
 
 def _where(spec: AppSpec) -> str:

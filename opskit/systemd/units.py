@@ -9,6 +9,7 @@ from opskit.errors import SpecError
 from opskit.render import RenderedFile, render_template, systemd_value, uwsgi_arg
 from opskit.spec import AppSpec
 from opskit.systemd import uvicorn
+from opskit.systemd.configwatch import render_config_watch
 from opskit.systemd.hardening import hardening, runtime_dir, under
 from opskit.systemd.limits import resource_directives, worker_args
 from opskit.systemd.network import NetworkDecision, decide
@@ -304,6 +305,7 @@ def render_units(spec: AppSpec, network: NetworkDecision | None = None) -> list[
         )
     if context["watchdog"]:
         files += render_watchdog(spec, context)
+    files += render_config_watch(spec)
     for file in files:
         _refuse_long_lines(file)
     return files
