@@ -16,13 +16,14 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from opskit.deploy import serving, switch
 from opskit.deploy.build import build
 from opskit.deploy.layout import Layout, new_id
-from opskit.deploy.source import content_hash, stage
+from opskit.deploy.source import Staged, content_hash, stage
 from opskit.deploy.switch import DeployFailed, Outcome, Say
 from opskit.errors import OperationFailed, UsageError
 from opskit.proc import Runner
@@ -137,6 +138,40 @@ def _pre_switch(spec: AppSpec, release: Path, runner: Runner, say: Say) -> None:
             raise OperationFailed(f"pre-switch {command!r} failed: {done.reason()}")
 
 
+def begin(spec: AppSpec, layout: Layout, outcome: Outcome, *, runner: Runner, say: Say) -> None:
+    """With the lock held: repair a killed run's switch, remove half-built releases."""
+    repaired = repair(spec, layout, runner=runner, say=say)
+    if repaired is not None:
+        outcome.steps.extend(f"repair: {s}" for s in repaired.steps)
+    for leftover in layout.incomplete():
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def build_or_reuse(
+    spec: AppSpec,
+    layout: Layout,
+    staged: Staged,
+    digest: str,
+    release_id: str,
+    live: str | None,
+    outcome: Outcome,
+    *,
+    runner: Runner,
+    say: Say,
+    pip_args: Sequence[str] = (),
+) -> None:
+    """Build releases/ID, or reuse it when that content was built before; refuse on failure."""
+    if layout.manifest(release_id) is not None:
+        say(f"release {release_id}: the same content was built before")
+        return
+    say(f"build: releases/{release_id} from {staged.label}")
+    try:
+        build(spec, layout, staged, release_id, digest, runner=runner, say=say, pip_args=pip_args)
+    except OperationFailed as exc:
+        raise switch.refuse(outcome, release_id, live, exc) from None
+    outcome.built = True
+
+
 def deploy(
     spec: AppSpec,
     source: str | None,
@@ -152,11 +187,7 @@ def deploy(
     outcome = Outcome("deploy")
     with layout.locked(say):
         if not dry_run:
-            repaired = repair(spec, layout, runner=runner, say=say)
-            if repaired is not None:
-                outcome.steps.extend(f"repair: {s}" for s in repaired.steps)
-            for leftover in layout.incomplete():
-                shutil.rmtree(leftover, ignore_errors=True)
+            begin(spec, layout, outcome, runner=runner, say=say)
         live = layout.live()
         outcome.previous = live
         staging = layout.base / f".staging.{os.getpid()}"
@@ -168,8 +199,6 @@ def deploy(
             existing = layout.by_hash(digest)
             release_id = existing or new_id(digest)
             outcome.release = release_id
-            if existing:
-                say(f"release {release_id}: the same content was built before")
             if dry_run:
                 step = f"would {'reuse' if existing else 'build'} releases/{release_id}"
                 outcome.steps.append(step)
@@ -181,13 +210,9 @@ def deploy(
                 outcome.serving = live
                 say(f"release {release_id} is live and serves already: nothing to do")
                 return outcome
-            if not existing:
-                say(f"build: releases/{release_id} from {staged.label}")
-                try:
-                    build(spec, layout, staged, release_id, digest, runner=runner, say=say)
-                except OperationFailed as exc:
-                    raise switch.refuse(outcome, release_id, live, exc) from None
-                outcome.built = True
+            build_or_reuse(
+                spec, layout, staged, digest, release_id, live, outcome, runner=runner, say=say
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return _prove_and_switch(spec, layout, release_id, live, outcome, runner=runner, say=say)

@@ -21,9 +21,15 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from opskit.deploy import switch
-from opskit.deploy.build import KEPT_LOCK, KEPT_SOURCE, build
+from opskit.deploy.build import KEPT_LOCK, KEPT_SOURCE
 from opskit.deploy.layout import MANIFEST, Layout, new_id
-from opskit.deploy.run import _interpreter_version, _prove_and_switch, layout_of, repair
+from opskit.deploy.run import (
+    _interpreter_version,
+    _prove_and_switch,
+    begin,
+    build_or_reuse,
+    layout_of,
+)
 from opskit.deploy.source import SKIPPED, Staged, content_hash
 from opskit.deploy.switch import Outcome, Say
 from opskit.errors import OperationFailed, UsageError
@@ -156,7 +162,7 @@ def upgrade_release(
     outcome = Outcome("upgrade-release")
     with layout.locked(say):
         if not dry_run:
-            repair(spec, layout, runner=runner, say=say)
+            begin(spec, layout, outcome, runner=runner, say=say)
         live = layout.live()
         if live is None or layout.manifest(live) is None:
             raise UsageError(
@@ -191,24 +197,10 @@ def upgrade_release(
                     lock_temp = prepare_lock(project_lock, pins, index_args, runner=runner)
                 except OperationFailed as exc:
                     raise switch.refuse(outcome, release_id, live, exc) from None
-            if existing:
-                say(f"release {release_id}: the same content was built before")
-            else:
-                say(f"build: releases/{release_id} from {staged.label}")
-                try:
-                    build(
-                        spec,
-                        layout,
-                        staged,
-                        release_id,
-                        digest,
-                        runner=runner,
-                        say=say,
-                        pip_args=index_args,
-                    )
-                except OperationFailed as exc:
-                    raise switch.refuse(outcome, release_id, live, exc) from None
-                outcome.built = True
+            build_or_reuse(
+                spec, layout, staged, digest, release_id, live, outcome,
+                runner=runner, say=say, pip_args=index_args,
+            )  # fmt: skip
             shutil.rmtree(staging, ignore_errors=True)
             _prove_and_switch(spec, layout, release_id, live, outcome, runner=runner, say=say)
             if lock_temp is not None and project_lock is not None:
