@@ -164,7 +164,8 @@ def upgrade(
     Runs pip install --no-deps --force-reinstall (or uv pip install), then pip check and
     the smoke command; snapshots the replaced packages first (they may be on no index)
     and restores them offline when a step fails. Updates requirements.txt where
-    pip-tools pins the project.
+    pip-tools pins the project. With --release (the spec has a base) the pins go into a
+    new release instead, deployed like opskit deploy; the live venv is never changed.
     Exit codes: 0 done (or nothing to do), 1 failed (restored unless --no-rollback),
     2 bad input, 130 interrupted; with --dry-run 1 means something would change.
     """
@@ -183,6 +184,9 @@ def upgrade(
     if not (recover or status or requirements):
         raise UsageError("give the exact pins to install (NAME==VERSION), or --recover, --status")
     loaded, project = _project(spec)
+    index_args: list[str] = ["--no-index"] if no_index else []
+    for link in find_links or []:
+        index_args += ["--find-links", str(Path(link).resolve())]
     if release:
         given = {"--python": python, "--recover": recover, "--status": status,
                  "--no-rollback": no_rollback, "--history": history}  # fmt: skip
@@ -191,11 +195,8 @@ def upgrade(
                 raise UsageError(
                     f"{flag}: not with --release (a release is never changed in place)"
                 )
-        links = ["--no-index"] if no_index else []
-        for link in find_links or []:
-            links += ["--find-links", str(Path(link).resolve())]
         return _release(
-            loaded, project, parse_pins(requirements or []), smoke, links,
+            loaded, project, parse_pins(requirements or []), smoke, index_args,
             no_lock=no_lock, dry_run=dry_run, json_out=json_out,
         )  # fmt: skip
     target = _python(python, spec, loaded)
@@ -207,9 +208,6 @@ def upgrade(
         return None
     pins = parse_pins(requirements or [])
     command = smoke if smoke is not None else (loaded.smoke if loaded is not None else None)
-    index_args: list[str] = ["--no-index"] if no_index else []
-    for link in find_links or []:
-        index_args += ["--find-links", str(Path(link).resolve())]
     request = UpgradeRequest(
         pins=pins,
         python=target,
