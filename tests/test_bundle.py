@@ -252,3 +252,31 @@ def test_a_bundle_with_a_base_deploys_through_ops_mk(cli, project: Path, tmp_pat
     )
     assert listing.returncode == 0, listing.stdout + listing.stderr
     assert f"{opskit} releases" in listing.stdout
+
+
+def test_with_a_base_ops_upgrade_reaches_the_release_path(cli, project: Path, tmp_path: Path):
+    """ops.mk's ops-upgrade passes the spec to opskit upgrade --release, which accepts it all.
+
+    With nothing deployed yet the release path itself refuses, naming the base: every
+    option the recipe passes was accepted before that.
+    """
+    text = (project / "pyproject.toml").read_text()
+    base = tmp_path / "base"
+    text = text.replace('working-directory = "/srv/demoapp"\n', f'base = "{base}"\n')
+    (project / "pyproject.toml").write_text(text)
+    out = project / "deploy"
+    result = cli(
+        "bundle", "demoapp", "--config", str(project / "pyproject.toml"), "--user",
+        "opskit-test", "-o", str(out),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-f", str(out / "ops.mk"),
+         f"OPSKIT={sys.executable} -m opskit", "OPS_ARGS=--user opskit-test --dry-run",
+         "ops-upgrade", "PKG=gunicorn==23.0.0"],
+        cwd=project, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"upgrade --release: no live release in {base} (opskit deploy first)" in done.stderr
+    # Nothing was built or switched (the base keeps only the deploy lock it took).
+    assert not (base / "releases").exists() and not (base / "current").exists()

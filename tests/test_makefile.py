@@ -118,12 +118,11 @@ def test_root_targets_dry_run(tmp_path: Path):
     result = make(mk, "-n", "OPSKIT=opskit", "ops-install", "ops-reload", "ops-restart")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    # ops-install runs ops-check first, then copies both units and reloads systemd.
+    # ops-install runs ops-check first, then copies every unit (the watchdog's too, on by
+    # default) and reloads systemd.
     assert lines[0] == "opskit bundle demoapp --output 'deploy dir' --check"
-    assert (
-        "cd 'deploy dir' && install -m 0644 demoapp.service demoapp.socket /etc/systemd/system/"
-        in lines
-    )
+    units = "demoapp.service demoapp.socket demoapp-watchdog.timer demoapp-watchdog.service"
+    assert f"cd 'deploy dir' && install -m 0644 {units} /etc/systemd/system/" in lines
     assert lines[-3:] == [
         "systemctl daemon-reload",
         "'deploy dir'/reload-demoapp.sh ${DEPLOY_ID:+\"$DEPLOY_ID\"}",
@@ -254,6 +253,12 @@ def project(tmp_path: Path) -> Path:
 @needs_analyze
 def test_ops_units_then_ops_check_for_real(cli, project: Path):
     venv = str(Path(sys.prefix))
+    # The config watch's units (and the watchdog's, on by default) are verified too.
+    config = project / "pyproject.toml"
+    watch = "[tool.opskit]\nwatch = ['/etc/demoapp']\n"
+    text = config.read_text().replace("[tool.opskit]\n", watch)
+    assert "watch = " in text
+    config.write_text(text)
     result = cli(
         "makefile",
         "demoapp",
@@ -276,6 +281,12 @@ def test_ops_units_then_ops_check_for_real(cli, project: Path):
     assert (project / "deploy" / "demoapp.service").is_file()
     check = make(mk, "ops-check", f"OPSKIT={OPSKIT}", cwd=project)
     assert check.returncode == 0, check.stdout + check.stderr
+    planned = make(mk, "-n", "ops-check", f"OPSKIT={OPSKIT}", cwd=project).stdout
+    verified = planned.split("verify --man=no", 1)[1].split("2>&1", 1)[0].split()
+    assert verified == [
+        "demoapp.service", "demoapp-watchdog.timer", "demoapp-watchdog.service",
+        "demoapp-config.path", "demoapp-config.service",
+    ]  # fmt: skip
     assert "verify     ok" in check.stdout
     assert "Overall exposure level for demoapp.service" in check.stdout
 
@@ -303,3 +314,51 @@ def test_upgrade_recipe_is_accepted_by_the_real_upgrade_command(tmp_path: Path):
     assert result.returncode != 0
     assert "opskit: error: 'gunicorn': must be an exact pin NAME==VERSION" in result.stderr
     assert "No such option" not in result.stderr and "Got unexpected" not in result.stderr
+
+
+def test_every_unit_the_spec_renders_is_checked_and_installed(tmp_path: Path):
+    # The service Wants= its helpers: one left out of ops-install would be missing at start.
+    from opskit.systemd.units import render_units
+
+    spec = build_spec(
+        {"name": "demoapp", "app": "demoapp:app", "socket": True, "watchdog": 10,
+         "watch": ["/etc/demoapp/settings.toml"]}
+    )  # fmt: skip
+    mk = write_mk(tmp_path, spec=spec)
+    result = make(mk, "-n", "OPSKIT=opskit", "ops-install")
+    assert result.returncode == 0, result.stderr
+    rendered = [f.name for f in render_units(spec)]
+    assert len(rendered) == 6
+    assert f"cd deploy && install -m 0644 {' '.join(rendered)} /etc/systemd/system/" in (
+        result.stdout.splitlines()
+    )
+    assert f"verify --man=no {' '.join(rendered)} 2>&1" in result.stdout
+
+
+def test_config_reload_runs_the_oneshot_and_shows_why_it_refused(tmp_path: Path):
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app", "watch": ["/etc/demoapp"]})
+    mk = write_mk(tmp_path, spec=spec)
+    assert "ops-config-reload" in make(mk).stdout
+    # A stand-in systemctl whose start fails, as systemctl start of a failed oneshot does.
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\necho "$@"\n[ "$1" != start ]\n')
+    fake.chmod(0o755)
+    result = make(mk, "-s", "ops-config-reload", f"SYSTEMCTL={fake}")
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == ["start demoapp-config.service"]
+    assert "status --no-pager --lines=20 demoapp-config.service" in result.stderr
+    (tmp_path / "plain").mkdir()
+    assert "ops-config-reload" not in write_mk(tmp_path / "plain").read_text()
+
+
+def test_with_a_base_ops_upgrade_builds_a_new_release(tmp_path: Path):
+    spec = build_spec({"name": "demoapp", "app": "demoapp:app", "base": "/srv/demoapp"})
+    mk = write_mk(tmp_path, spec=spec, config="pyproject.toml", args=["--user", "web"])
+    result = make(mk, "ops-upgrade", "PKG=name==1.2 ; echo injected", f"OPSKIT={ECHO_ARGV}")
+    assert result.returncode == 0, result.stderr
+    argv = json.loads(result.stdout.splitlines()[-1])
+    assert argv == [
+        "upgrade", "--name", "demoapp", "--config", "pyproject.toml", "--user", "web",
+        "--release", "name==1.2 ; echo injected",
+    ]  # fmt: skip
+    assert "--python" not in mk.read_text().split("ops-upgrade:", 1)[1].split("\n\n", 1)[0]

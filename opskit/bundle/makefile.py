@@ -16,10 +16,21 @@ _THRESHOLDS = {"default": 20, "relaxed": 40, "off": 100}
 
 
 def unit_names(spec: AppSpec) -> list[str]:
-    """The unit files the systemd generator writes for this spec."""
+    """The unit files the systemd generator writes for this spec, helpers included.
+
+    ops-check verifies and ops-install copies every one: a service whose Wants= names a
+    helper that was never installed would start without its watchdog or config watch.
+    """
+    from opskit.systemd.configwatch import config_unit_names
+    from opskit.systemd.watchdog import watchdog_enabled
+
     names = [f"{spec.name}.service"]
     if spec.socket:
         names.append(f"{spec.name}.socket")
+    if watchdog_enabled(spec):
+        names += [f"{spec.name}-watchdog.timer", f"{spec.name}-watchdog.service"]
+    if spec.watch:
+        names += config_unit_names(spec.name)
     return names
 
 
@@ -71,5 +82,6 @@ def render_makefile(
         "units": " ".join(shell_quote(u) for u in unit_names(spec)),
         "python": shell_quote(spec.python),
         "threshold": _THRESHOLDS[spec.hardening.profile],
+        "watch": bool(spec.watch),
     }
     return [RenderedFile(FILENAME, render_template("make/ops.mk.j2", **context))]
