@@ -179,7 +179,12 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     ),
     # The upgrade.
     SpecOption(
-        "installer", ("--installer",), str, "pip, or uv if no pip.", ("upgrade",), metavar="pip|uv"
+        "installer",
+        ("--installer",),
+        str,
+        "pip, or uv if no pip (deploy: what builds the release [pip]).",
+        ("upgrade", "deploy"),
+        metavar="pip|uv",
     ),
     # The logging config.
     SpecOption(

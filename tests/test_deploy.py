@@ -6,6 +6,7 @@ The switch, reload and repair under a real systemd are in tests/real_systemd/tes
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,13 +213,23 @@ def test_the_lock_names_its_holder(tmp_path):
 
 @pytest.mark.pip
 @pytest.mark.timeout(600)
-def test_a_release_is_built_fresh_from_the_cache_and_a_conflict_is_refused(tmp_path):
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_release_is_built_fresh_from_the_cache_and_a_conflict_is_refused(
+    tmp_path, monkeypatch, installer
+):
     base = tmp_path / "base"
     wheels = base / "wheels"
     make_wheel(wheels, "alpha", "1.0", requires=["beta>=2"])
     make_wheel(wheels, "beta", "2.0")
     make_wheel(wheels, "beta", "1.0")
-    s = spec(base=str(base), interpreter=sys.executable, shared=["media"])
+    extra = tmp_path / "extra"
+    make_wheel(extra, "gamma", "1.0")
+    # Offline as pip is told to be, gamma only in pip's find-links: uv gets both settings
+    # carried over (it reads no PIP_*).
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(extra))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    s = spec(base=str(base), interpreter=sys.executable, shared=["media"], installer=installer)
     layout = Layout(base)
     said: list[str] = []
     runner = SubprocessRunner()
@@ -234,22 +245,31 @@ def test_a_release_is_built_fresh_from_the_cache_and_a_conflict_is_refused(tmp_p
         build(s, layout, staged, release_id, digest, runner=runner, say=said.append)
         return release_id, layout.release(release_id)
 
-    release_id, path = release("one", "alpha==1.0\nbeta==2.0\n")
-    assert "build: every pinned package is in the wheel cache" in said
+    release_id, path = release("one", "alpha==1.0\nbeta==2.0\ngamma==1.0\n")
     python = path / "venv" / "bin" / "python"
     shown = subprocess.run(
-        [str(python), "-c", "import alpha, beta, sys; print(alpha.VERSION, beta.VERSION)"],
+        [str(python), "-c", "import alpha, beta, gamma; print(alpha.VERSION, beta.VERSION)"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert shown.stdout.split() == ["1.0", "2.0"]
-    # A fresh venv at the release's own path, not a copy: its scripts name it.
-    # (a long path gets pip's /bin/sh trampoline instead of a #! line: it names it too)
-    assert str(python) in (path / "venv" / "bin" / "pip").read_text()
+    if installer == "pip":
+        assert "build: fetched 1 package(s) into the wheel cache" in said
+        # A fresh venv at the release's own path, not a copy: its scripts name it.
+        # (a long path gets pip's /bin/sh trampoline instead of a #! line: it names it too)
+        assert str(python) in (path / "venv" / "bin" / "pip").read_text()
+    else:
+        assert "build: pip's no-index (PIP_NO_INDEX) -> --no-index" in said, said
+        assert f"build: pip's find-links (PIP_FIND_LINKS) -> --find-links {extra}" in said
+        # uv's venv has no pip; its bytecode was written as pip writes it.
+        assert "uv = " in (path / "venv" / "pyvenv.cfg").read_text()
+        assert not (path / "venv" / "bin" / "pip").exists()
+        assert list((path / "venv").glob("lib/python*/site-packages/alpha/__pycache__/*.pyc"))
+    assert layout.manifest(release_id)["installer"] == installer
     assert (path / "media").is_symlink() and (base / "shared" / "media").is_dir()
     assert layout.manifest(release_id) is not None
     assert oct(path.stat().st_mode & 0o777) == "0o755"
 
-    with pytest.raises(OperationFailed, match="dependencies conflict"):
+    with pytest.raises(OperationFailed, match=f"dependencies conflict \\({installer} check\\)"):
         release("two", "alpha==1.0\nbeta==1.0\n")
     assert [p.name for p in layout.releases.iterdir()] == [release_id]
 
@@ -292,3 +312,84 @@ def test_a_new_server_version_or_python_needs_a_new_master(tmp_path):
     assert _server_changed(s, layout, old, new) == "gunicorn 27.0.1 -> 27.1.0"
     (layout.release(new) / ".opskit-release.json").write_text('{"python": "3.12.1"}')
     assert _server_changed(s, layout, old, new) == "Python 3.11.2 -> 3.12.1"
+
+
+# --- locks other than requirements.txt ---------------------------------------------------
+
+PYLOCK = """\
+lock-version = "1.0"
+created-by = "uv"
+
+[[packages]]
+name = "alpha"
+version = "1.0"
+wheels = [{ url = "https://example.invalid/alpha-1.0-py3-none-any.whl", hashes = {} }]
+
+[[packages]]
+name = "beta"
+version = "2.0"
+marker = "python_version >= '3.8'"
+"""
+
+
+def test_a_pylock_becomes_the_releases_pins(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "shop.py").write_text("app = 1\n")
+    (project / "pylock.toml").write_text(PYLOCK)
+    staged = stage(None, project, tmp_path / "stage", None)
+    assert staged.lock is not None and not staged.lock.is_relative_to(staged.tree)
+    pins = [line for line in staged.lock.read_text().splitlines() if not line.startswith("#")]
+    assert pins == ["alpha==1.0", "beta==2.0 ; python_version >= '3.8'"]
+    # The lock is part of the content: another pylock is another release.
+    first = content_hash(staged, "3.11")
+    (project / "pylock.toml").write_text(PYLOCK.replace('"2.0"', '"2.1"'))
+    again = stage(None, project, tmp_path / "stage2", None)
+    assert content_hash(again, "3.11") != first
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("lock-version = '1.0'\n", "no [[packages]] table"),
+        ("[[packages]]\nname = 'x'\ndirectory = { path = '.' }\n", "package x: no version"),
+        ("[[packages]]\nname = 'x'\nversion = '1'\nvcs = { url = 'u' }\n", "from a vcs"),
+        ("[[packages]\n", "not a readable TOML file"),
+    ],
+)
+def test_a_pylock_that_pins_nothing_fetchable_is_refused(tmp_path, text, why):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pylock.toml").write_text(text)
+    with pytest.raises(UsageError, match=re.escape(why)):
+        stage(None, project, tmp_path / "stage", None)
+
+
+@pytest.mark.pip
+def test_a_uv_lock_is_exported_without_the_project_and_dev_packages(tmp_path, monkeypatch):
+    from opskit.upgrade.installer import find_uv
+
+    uv = find_uv()
+    assert uv is not None, "uv is not installed: pip install -e '.[test]'"
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "alpha", "1.0")
+    make_wheel(wheels, "devtool", "3.0")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "shop"\nversion = "1.0"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["alpha"]\n[dependency-groups]\ndev = ["devtool"]\n'
+    )
+    locked = subprocess.run(
+        [uv, "lock", "--offline", "--no-index", "--find-links", str(wheels)],
+        cwd=project, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert locked.returncode == 0, locked.stderr
+    staged = stage(None, project, tmp_path / "stage", None)
+    assert staged.lock is not None
+    pins = [
+        line.strip() for line in staged.lock.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]  # fmt: skip
+    assert pins == ["alpha==1.0"]

@@ -920,3 +920,41 @@ def test_fix_stops_a_stale_uwsgi_with_its_stop_signal(cli, project: Path, start)
     assert f"stopped    pid {proc.pid}" in err.splitlines(), err
     wait_stopped(proc)
     assert not alive(proc)
+
+
+@pytest.mark.pip
+def test_a_venv_uv_built_without_pip_is_checked_by_uv(cli, project: Path, tmp_path: Path):
+    """installer = uv: a release's venv has no pip; doctor's check runs uv pip check."""
+    from opskit.upgrade.installer import find_uv
+
+    uv = find_uv()
+    assert uv is not None, "uv is not installed: pip install -e '.[test]'"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    build_wheel(wheels, "doctor_alpha", "1.0", ["doctor-beta>=2"])
+    build_wheel(wheels, "doctor_beta", "1.0", [])
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+    run = {"check": True, "timeout": 300, "env": env, "capture_output": True}
+    subprocess.run([uv, "venv", "--no-config", "--python", sys.executable, str(venv)], **run)
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(venv / "bin" / "python"), "--no-index",
+         "--find-links", str(wheels), "--no-deps", "doctor_alpha", "doctor_beta"], **run,
+    )  # fmt: skip
+    assert not (venv / "bin" / "pip").exists()
+    args = ["doctor", "demoapp", "--config", str(project / "pyproject.toml"), "--project",
+            str(project), "--venv", str(venv), "--port", str(free_port()), "--json"]  # fmt: skip
+    config = project / "pyproject.toml"
+    plain = config.read_text()
+    config.write_text(plain.replace("[tool.opskit]\n", '[tool.opskit]\ninstaller = "uv"\n'))
+    (finding,) = [
+        f for f in json.loads(cli(*args).out)["findings"] if f["check"] == "pip-check"
+    ]  # fmt: skip
+    assert finding["severity"] == "error", finding
+    assert "doctor-beta" in finding["evidence"] and "doctor-alpha" in finding["evidence"]
+    # Without installer = uv, pip cannot run there: said, not hidden.
+    config.write_text(plain)
+    (finding,) = [
+        f for f in json.loads(cli(*args).out)["findings"] if f["check"] == "pip-check"
+    ]  # fmt: skip
+    assert finding["severity"] == "warning" and finding["problem"] == "pip check could not run"

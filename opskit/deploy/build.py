@@ -1,9 +1,12 @@
 """Build a release: its code, shared links, and a venv made fresh from the lock.
 
 Never a copied venv: a venv's console scripts name its interpreter's path in their #!
-line, so a copy keeps running the old one. Every package comes from BASE/wheels, the
-wheel cache: only pins it lacks are fetched (with pip's own configuration: index,
-find-links), so a release that changes one pin installs the others from local wheels.
+line, so a copy keeps running the old one. With pip, every package comes from
+BASE/wheels, the wheel cache: only pins it lacks are fetched (with pip's own
+configuration: index, find-links), so a release that changes one pin installs the
+others from local wheels. With ``installer = "uv"`` uv makes the venv (no pip in it)
+and installs from BASE/wheels and its own cache, fetching what neither has with pip's
+configuration carried over (opskit.upgrade.installer); ``uv pip check`` then checks.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -22,6 +26,9 @@ from opskit.deploy.source import Staged
 from opskit.errors import OperationFailed
 from opskit.proc import Runner
 from opskit.spec import AppSpec
+
+if TYPE_CHECKING:
+    from opskit.upgrade.installer import Installer
 
 #: A lock line opskit can look up in the cache: NAME==VERSION, markers and hashes aside.
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
@@ -136,6 +143,109 @@ def _keep_inputs(staged: Staged, release: Path, lock: Path | None) -> tuple[str 
     return kept_lock, kept_wheel
 
 
+class _Tools:
+    """The venv maker and the installer of one build: pip (the venv's own) or uv."""
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        venv: Path,
+        pip_args: Sequence[str],
+        *,
+        runner: Runner,
+        say: Callable[[str], None],
+    ) -> None:
+        self.spec, self.venv, self.runner = spec, venv, runner
+        self.python = str(venv / "bin" / "python")
+        self.uv: Installer | None = None
+        if spec.installer == "uv":
+            self.uv = _uv(self.python, venv, pip_args, runner=runner, say=say)
+
+    @property
+    def name(self) -> str:
+        return "pip" if self.uv is None else "uv"
+
+    def make_venv(self) -> None:
+        interpreter = self.spec.interpreter
+        if self.uv is None:
+            argv = [interpreter, "-m", "venv", str(self.venv)]
+        else:
+            assert self.uv.uv is not None
+            # --no-project: a pyproject.toml in the cwd must not choose the interpreter.
+            argv = [self.uv.uv, "venv", "--quiet", "--no-project", "--no-config",
+                    "--python", interpreter, str(self.venv)]  # fmt: skip
+        made = self.runner(argv, timeout=300)
+        if not made.ok:
+            raise OperationFailed(f"making the venv with {interpreter} failed: {made.reason()}")
+
+    def install(self, args: Sequence[str], what: str) -> None:
+        if self.uv is None:
+            argv = [self.python, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+            env = None
+        else:
+            assert self.uv.uv is not None
+            # pip writes bytecode as it installs; uv only when told (field facts).
+            argv = [self.uv.uv, "pip", "install", "--quiet", "--python", self.python,
+                    "--compile-bytecode", *self.uv.args]  # fmt: skip
+            env = self.uv.environ
+        done = self.runner([*argv, *args], env=env, timeout=PIP_TIMEOUT)
+        if not done.ok:
+            reason = done.reason() if self.uv is None else self.uv.reason(done)
+            raise OperationFailed(f"installing {what} failed: {reason}")
+
+    def check(self) -> None:
+        from opskit.upgrade.installer import Installer
+        from opskit.upgrade.pipcheck import check
+
+        # uv pip install exits 0 on a conflict (field facts): the check decides.
+        problems = check(self.uv or Installer("pip", self.python), runner=self.runner)
+        if problems:
+            raise OperationFailed(
+                f"the release's dependencies conflict ({self.name} check): "
+                + "; ".join(p.line for p in problems[:3])
+            )
+
+
+def _uv(
+    python: str,
+    venv: Path,
+    pip_args: Sequence[str],
+    *,
+    runner: Runner,
+    say: Callable[[str], None],
+) -> Installer:
+    """The uv of a build: found, working, and given pip's configuration (uv reads none of it)."""
+    from opskit.errors import UsageError
+    from opskit.upgrade.installer import (
+        UV_TESTED,
+        Installer,
+        find_uv,
+        in_tested_range,
+        pip_settings,
+        uv_config,
+        uv_version,
+    )
+
+    uv = find_uv()
+    if uv is None:
+        raise UsageError(
+            "installer = uv: uv was not found (pip install 'opskit[uv]', or put uv on PATH)"
+        )
+    version = uv_version(uv, runner=runner)
+    base = dict(os.environ)
+    # pip_args holds the wheel cache's --find-links: pip's find-links become flags too.
+    config = uv_config(pip_settings(str(venv), base), base, pip_args)
+    say(f"build: uv {version} at {uv}")
+    if not in_tested_range(version):
+        say(f"build: uv {version} is outside the range opskit is tested with ({UV_TESTED})")
+    for note in config.notes:
+        say(f"build: {note}")
+    return Installer(
+        "uv", python, uv=uv, version=version, args=config.args,
+        environ={**base, **config.variables}, notes=config.notes,
+    )  # fmt: skip
+
+
 def build(
     spec: AppSpec,
     layout: Layout,
@@ -159,47 +269,36 @@ def build(
         staged.tree.rename(release)
         release.chmod(0o755)
         _link_shared(spec, layout, release)
-        python = str(release / "venv" / "bin" / "python")
-        say(f"build: venv with {spec.interpreter}")
-        made = runner([spec.interpreter, "-m", "venv", str(release / "venv")], timeout=300)
-        if not made.ok:
-            raise OperationFailed(f"{spec.interpreter} -m venv failed: {made.reason()}")
-        pip = [python, "-m", "pip", "--disable-pip-version-check", "-q"]
-        offline = ["--no-index", "--find-links", str(layout.wheels)]
+        cache = ["--find-links", str(layout.wheels)]
+        tools = _Tools(spec, release / "venv", [*pip_args, *cache], runner=runner, say=say)
+        python = tools.python
+        say(f"build: venv with {spec.interpreter} ({tools.name})")
+        tools.make_venv()
         if lock is not None:
-            fetched = fill_cache(python, lock, layout.wheels, runner, pip_args)
-            say(
-                f"build: fetched {len(fetched)} package(s) into the wheel cache"
-                if fetched
-                else "build: every pinned package is in the wheel cache"
-            )
+            if tools.uv is None:
+                fetched = fill_cache(python, lock, layout.wheels, runner, pip_args)
+                say(
+                    f"build: fetched {len(fetched)} package(s) into the wheel cache"
+                    if fetched
+                    else "build: every pinned package is in the wheel cache"
+                )
+                where = ["--no-index", *cache]
+            else:
+                # uv has its own cache: what BASE/wheels lacks it takes from there, or
+                # fetches with the index settings.
+                where = [*cache, *pip_args]
             # A lock of pins is the whole environment: installed as it is (--no-deps),
             # then pip check says whether it holds together, as for an upgrade.
             exact = ["--no-deps"] if _pins(lock) is not None else []
-            done = runner([*pip, "install", *offline, *exact, "-r", str(lock)], timeout=PIP_TIMEOUT)
-            if not done.ok:
-                raise OperationFailed(f"installing the lock failed: {done.reason()}")
+            tools.install([*where, *exact, "-r", str(lock)], "the lock")
+        deps = ["--no-deps"] if staged.lock is not None else []
+        if tools.uv is not None:
+            deps += pip_args
         if staged.wheel is not None:
-            deps = ["--no-deps"] if staged.lock is not None else []
-            done = runner(
-                [*pip, "install", *deps, "--find-links", str(layout.wheels), str(staged.wheel)],
-                timeout=PIP_TIMEOUT,
-            )
-            if not done.ok:
-                raise OperationFailed(f"installing {staged.wheel.name} failed: {done.reason()}")
+            tools.install([*deps, *cache, str(staged.wheel)], staged.wheel.name)
         elif (release / "pyproject.toml").is_file() or (release / "setup.py").is_file():
-            deps = ["--no-deps"] if staged.lock is not None else []
-            done = runner([*pip, "install", *deps, str(release)], timeout=PIP_TIMEOUT)
-            if not done.ok:
-                raise OperationFailed(f"installing the project failed: {done.reason()}")
-        from opskit.upgrade.pipcheck import pip_check
-
-        problems = pip_check(python, runner=runner)
-        if problems:
-            raise OperationFailed(
-                "the release's dependencies conflict (pip check): "
-                + "; ".join(p.line for p in problems[:3])
-            )
+            tools.install([*deps, str(release)], "the project")
+        tools.check()
         _write_deploy_id(spec, release, release_id)
         kept_lock, kept_wheel = _keep_inputs(staged, release, lock)
         version = runner([python, "-I", "-c", "import sys; print(sys.version.split()[0])"])
@@ -212,6 +311,7 @@ def build(
                 "kind": staged.kind,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "python": version.stdout.strip(),
+                "installer": tools.name,
                 # What the release was built from, inside it: opskit upgrade --release
                 # builds the next one from them.
                 "lock": kept_lock,

@@ -156,10 +156,79 @@ def stage(source: str | None, project: Path, into: Path, requirements: Path | No
         if not requirements.is_file():
             raise UsageError(f"--requirements {requirements}: no such file")
         lock = into / "requirements.txt"
-        shutil.copyfile(requirements, lock)
+        if requirements.name == "pylock.toml" or requirements.name.startswith("pylock."):
+            lock.write_text(pylock_requirements(requirements), encoding="utf-8")
+        else:
+            shutil.copyfile(requirements, lock)
     elif (tree / "requirements.txt").is_file():
         lock = tree / "requirements.txt"
+    elif (tree / "pylock.toml").is_file():
+        lock = into / "requirements.txt"
+        lock.write_text(pylock_requirements(tree / "pylock.toml"), encoding="utf-8")
+    elif (tree / "uv.lock").is_file():
+        lock = into / "requirements.txt"
+        lock.write_text(uv_lock_requirements(tree), encoding="utf-8")
     return Staged(label=label, kind=kind, tree=tree, wheel=wheel, lock=lock)
+
+
+def pylock_requirements(path: Path) -> str:
+    """A pylock.toml (PEP 751) as the NAME==VERSION lock a release is built from.
+
+    Every package must come from an index (a version, wheels or an sdist): one from a
+    directory, an archive URL or a VCS has no pin to fetch into the wheel cache and is
+    refused. Markers are kept; the hashes are not (the pins go through the wheel cache,
+    which holds no index's hashes).
+    """
+    from opskit.config import toml_module
+
+    tomllib = toml_module()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"{path.name}: not a readable TOML file ({exc})") from None
+    packages = data.get("packages")
+    if not isinstance(packages, list):
+        raise UsageError(f"{path.name}: no [[packages]] table (not a pylock.toml)")
+    lines = [f"# from {path.name}, by opskit deploy"]
+    for package in packages:
+        name = package.get("name") if isinstance(package, dict) else None
+        version = package.get("version") if isinstance(package, dict) else None
+        if not isinstance(name, str) or not isinstance(version, str):
+            raise UsageError(
+                f"{path.name}: package {name or '?'}: no version (from a directory, an "
+                "archive or a VCS): give a lock of index packages, or --requirements"
+            )
+        for other in ("vcs", "directory", "archive"):
+            if other in package:
+                raise UsageError(f"{path.name}: package {name} comes from a {other}: not pinned")
+        marker = package.get("marker")
+        lines.append(f"{name}=={version}" + (f" ; {marker}" if isinstance(marker, str) else ""))
+    return "\n".join(lines) + "\n"
+
+
+def uv_lock_requirements(project: Path) -> str:
+    """A uv.lock as the lock a release is built from: ``uv export``, the project left out.
+
+    ``--frozen``: the lock as it is, never re-resolved; ``--no-dev``: what production runs;
+    ``--no-hashes`` as for pylock.toml.
+    """
+    from opskit.upgrade.installer import find_uv
+
+    uv = find_uv()
+    if uv is None:
+        raise UsageError(
+            "uv.lock: exporting it needs uv (pip install 'opskit[uv]', or put uv on PATH), "
+            "or give --requirements"
+        )
+    out = subprocess.run(
+        [uv, "export", "--quiet", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project",
+         "--format", "requirements-txt", "--project", str(project)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        raise UsageError(f"uv.lock: uv export failed: {lines[-1] if lines else out.returncode}")
+    return out.stdout
 
 
 def _wheel_entries(wheel: Path) -> list[tuple[str, bytes]]:

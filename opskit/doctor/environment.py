@@ -16,9 +16,16 @@ if TYPE_CHECKING:
 def check_pip(ctx: Context) -> list[Finding]:
     """``pip check`` failures in the app's virtual environment."""
     from opskit.errors import OperationFailed
-    from opskit.upgrade.pipcheck import pip_check
+    from opskit.proc import SubprocessRunner
+    from opskit.upgrade.installer import Installer, find_uv
+    from opskit.upgrade.pipcheck import check
 
     python = ctx.spec.python
+    installer = Installer("pip", python)
+    # installer = uv builds releases without pip in their venv: uv pip check checks them.
+    uv = find_uv() if ctx.spec.installer == "uv" else None
+    if uv is not None:
+        installer = Installer("uv", python, uv=uv)
     if not Path(python).exists():
         return [
             Finding(
@@ -30,9 +37,14 @@ def check_pip(ctx: Context) -> list[Finding]:
             )
         ]
     try:
-        problems = pip_check(python)
+        problems = check(installer, runner=SubprocessRunner())
     except OperationFailed as exc:
-        return [Finding(Severity.WARNING, "pip-check", "pip check could not run", str(exc), "")]
+        return [
+            Finding(
+                Severity.WARNING, "pip-check", f"{installer.command} check could not run",
+                str(exc), "",
+            )
+        ]  # fmt: skip
     if not problems:
         return []
     return [

@@ -654,7 +654,8 @@ def tool_venv(dest: Path, wheelhouse: Path, source: Path, *, timeout: float = 60
         # A copy of the checkout: the build writes next to the sources, the bind is read-only.
         "tar -C /src/opskit --exclude=./.venv --exclude=./.git --exclude=./build "
         "-cf - . | tar -C /srv/opskit-src -xf - && "
-        f"{TOOL_VENV}/bin/python {_PIP} /srv/opskit-src",
+        # [uv]: releases of a spec with installer = uv are built by it.
+        f"{TOOL_VENV}/bin/python {_PIP} '/srv/opskit-src[uv]'",
         [Bind(wheelhouse, "/srv/wheels"), Bind(source, "/src/opskit")],
         timeout,
     )

@@ -337,3 +337,39 @@ def test_a_killed_deploy_is_repaired_by_the_next_run(site: Site, when: str, meas
     proc, again = site.deploy(directory)
     assert proc.returncode == 0, proc.stderr
     site.serves(again["release"])
+
+
+def test_a_release_built_by_uv_deploys_under_load_and_a_conflict_is_refused(
+    boot, wheelhouse: Path, measure
+) -> None:
+    """installer = uv: uv makes each release's venv (no pip in it) and installs it from the
+    wheel cache, offline with pip's settings carried over; uv pip check refuses a conflict
+    (uv pip install exits 0 on one)."""
+    box = boot("deploy-uv", binds=(nspawn.Bind(wheelhouse, WHEELS),), app=False)
+    site = Site(box, wheelhouse, {**RAW, "installer": "uv"})
+    proc, first = site.deploy(site.project("v1"))
+    assert proc.returncode == 0, proc.stderr + box.journal("demo.service")
+    v1 = first["release"]
+    site.serves(v1)
+    assert "build: pip's no-index (PIP_NO_INDEX) -> --no-index" in proc.stderr, proc.stderr
+    venv = f"{BASE}/releases/{v1}/venv"
+    assert box.run("test", "-e", f"{venv}/bin/pip", check=False).returncode != 0
+    assert "uv = " in box.run("cat", f"{venv}/pyvenv.cfg").stdout
+
+    v2_dir = site.project("v2")
+    (proc, second), load = _under_load(box, lambda: site.deploy(v2_dir), seconds=30)
+    measure(f"deploy v1 -> v2 (uv-built): {load['failed']} of {load['ok'] + load['failed']} failed")
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    v2 = second["release"]
+    assert v2 != v1
+    site.serves(v2)
+
+    directory = site.project("v3", lock_extra="needs-old-packaging==1.0\n")
+    (proc, refused), load = _under_load(box, lambda: site.deploy(directory), seconds=20)
+    measure(f"deploy v3 conflicting (uv-built): exit {proc.returncode}, {load['failed']} failed")
+    assert proc.returncode == 1, proc.stderr
+    assert "dependencies conflict (uv check)" in proc.stderr, proc.stderr
+    assert load["failed"] == 0, load
+    site.serves(v2)
+    assert refused["release"] not in box.run("ls", f"{BASE}/releases").stdout

@@ -41,9 +41,9 @@ mkdir -p "$dest"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 /usr/bin/python3 -m venv "$tmp/venv"
-# "." brings opskit's own dependencies.
+# ".[uv]" brings opskit's own dependencies and uv (releases built with installer = uv).
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
-  . gunicorn uvicorn uwsgi setuptools wheel hatchling
+  ".[uv]" gunicorn uvicorn uwsgi setuptools wheel hatchling
 # The corpus on its own: its pins need not agree with opskit's dependencies (they go to
 # different venvs); a second version of a shared dependency is just one more file.
 "$tmp/venv/bin/python" -m pip download --quiet --disable-pip-version-check --dest "$dest" \
