@@ -15,6 +15,9 @@ counted. Then, per repetition, in the same container:
   A new release: its code, a fresh venv with all 40 packages from the wheel cache
   (39 reused, one fetched into it from the local directory), ``pip check``, the
   canary, the switch and the verified reload;
+- **deploy with uv**: the same with ``installer = "uv"`` in the spec (a second config
+  file): uv makes the venv and installs the 40 packages (``--compile-bytecode``, as
+  pip writes bytecode), ``uv pip check``, then the same canary, switch and reload;
 - **baseline**: what the same change costs in place, on the live release: ``pip install
   --no-deps`` of the next ``bench_changed`` into its venv, then the reload script opskit
   generates for the spec (its checks, canary included, and the verified reload);
@@ -61,6 +64,7 @@ from tests.test_upgrade_pip import make_wheel  # noqa: E402
 
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
 CHANGED = "/srv/changed"
+CONFIG_UV = "/srv/deploy/opskit-uv.toml"
 SCRIPT_DIR = "/srv/deploy/script"
 #: 39 wheels of the wheelhouse that need nothing outside themselves (pip check is
 #: clean over them); with bench_changed, 40 packages.
@@ -125,6 +129,7 @@ class Bench:
         for name in LOCKED:
             box.run("sh", "-c", f"cp {WHEELS}/{name}-*.whl {BASE}/wheels/")
         box.write_file(CONFIG, _toml(RAW) + "\n")
+        box.write_file(CONFIG_UV, _toml({**RAW, "installer": "uv"}) + "\n")
         box.install_units(render_units(build_spec(RAW)))
 
     def next_wheel(self) -> str:
@@ -141,12 +146,12 @@ class Bench:
         self.box.write_file(f"{directory}/requirements.txt", lock)
         return directory
 
-    def opskit(self, *args: str) -> tuple[float, Any]:
+    def opskit(self, *args: str, config: str = CONFIG) -> tuple[float, Any]:
         # PIP_FIND_LINKS: the one package the cache lacks is fetched from there, offline.
         env = f"PIP_FIND_LINKS={CHANGED}"
         started = time.monotonic()
         done = self.box.run(
-            "env", env, "PIP_NO_INDEX=1", OPSKIT, *args, "--config", CONFIG, check=False,
+            "env", env, "PIP_NO_INDEX=1", OPSKIT, *args, "--config", config, check=False,
             timeout=900,
         )  # fmt: skip
         took = time.monotonic() - started
@@ -154,9 +159,9 @@ class Bench:
             raise SystemExit(f"opskit {' '.join(args)}: exit {done.returncode}\n{done.stderr}")
         return took, done
 
-    def deploy(self) -> float:
+    def deploy(self, config: str = CONFIG) -> float:
         version = self.next_wheel()
-        took, _ = self.opskit("deploy", self.project(version))
+        took, _ = self.opskit("deploy", self.project(version), config=config)
         return took
 
     def live(self) -> str:
@@ -193,27 +198,35 @@ def run(reps: int, work: Path) -> dict[str, Any]:
         nspawn.Bind(WHEELHOUSE, WHEELS),
         nspawn.Bind(changed, CHANGED),
     ]
-    result: dict[str, Any] = {"deploy": [], "baseline": [], "rollback": [], "tool": built}
+    result: dict[str, Any] = {
+        "deploy": [], "uv": [], "baseline": [], "rollback": [], "tool": built,
+    }  # fmt: skip
     with nspawn.booted("bench-deploy", work / "containers", binds) as box:
         bench = Bench(box, changed)
         started = time.monotonic()
         bench.deploy()
         result["first"] = time.monotonic() - started
         box.run(OPSKIT, "reload-script", "--config", CONFIG, "-o", SCRIPT_DIR, "--force")
+        bench.deploy(CONFIG_UV)  # uv's own cache filled, as the first deploy filled pip's
+        steps = {
+            "deploy": bench.deploy,
+            "uv": lambda: bench.deploy(CONFIG_UV),
+            "baseline": bench.baseline,
+        }
         for rep in range(1, reps + 1):
-            # Alternate which comes first, so that a slow patch of the machine hits both.
-            if rep % 2:
-                result["deploy"].append(bench.deploy())
-                result["baseline"].append(bench.baseline())
-            else:
-                result["baseline"].append(bench.baseline())
-                result["deploy"].append(bench.deploy())
+            # Alternate the order, so that a slow patch of the machine hits each. The
+            # baseline always follows a pip deploy: it installs in place with the live
+            # venv's pip, and a uv-built venv has none.
+            order = ["deploy", "baseline", "uv"] if rep % 2 else ["uv", "deploy", "baseline"]
+            for key in order:
+                result[key].append(steps[key]())
             took, _ = bench.opskit("rollback")
             result["rollback"].append(took)
             bench.deploy()  # forward again: not counted
             sys.stderr.write(
-                f"rep {rep}/{reps}: deploy {result['deploy'][-1]:.2f} s, baseline "
-                f"{result['baseline'][-1]:.2f} s, rollback {took:.2f} s\n"
+                f"rep {rep}/{reps}: deploy {result['deploy'][-1]:.2f} s, with uv "
+                f"{result['uv'][-1]:.2f} s, baseline {result['baseline'][-1]:.2f} s, "
+                f"rollback {took:.2f} s\n"
             )
         versions = box.run(
             nspawn.SYSTEM_PYTHON, "-c", "import platform; print(platform.python_version())"
@@ -228,6 +241,7 @@ def _s(values: list[float]) -> str:
 
 def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> str:
     ratios = [d / b for d, b in zip(result["deploy"], result["baseline"], strict=True)]
+    uv = [d / b for d, b in zip(result["uv"], result["baseline"], strict=True)]
     rollback = result["rollback"]
     within = sum(1 for r in rollback if r <= 2.0)
     return "\n".join(
@@ -247,7 +261,9 @@ def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> s
             "the base's wheel cache, pip check, the canary, the switch and the verified",
             "reload), against the baseline of the same change in place (`pip install",
             "--no-deps` of one wheel into the live venv, then the generated reload script:",
-            "its checks, the canary and the verified reload); then `opskit rollback`.",
+            "its checks, the canary and the verified reload); the same deploy with",
+            '`installer = "uv"` (uv makes the venv and installs, `--compile-bytecode`,',
+            "then `uv pip check`); then `opskit rollback`.",
             "",
             "Command line (as root, from the repository root):",
             "",
@@ -266,13 +282,16 @@ def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> s
             "",
             "| | seconds | ratio deploy / baseline, per repetition |",
             "|---|---|---|",
-            f"| deploy | {_s(result['deploy'])} | {_s(ratios)} |",
+            f"| deploy (pip) | {_s(result['deploy'])} | {_s(ratios)} |",
+            f"| deploy with installer = uv | {_s(result['uv'])} | {_s(uv)} |",
             f"| baseline: pip install of one wheel + reload script | {_s(result['baseline'])} | |",
             f"| rollback, command to verified | {_s(rollback)} | |",
             "",
             f"**Deploy within 3x of the baseline in "
-            f"{sum(1 for r in ratios if r <= 3.0)} of {reps} repetitions** (median "
-            f"{statistics.median(ratios):.2f}x). **Rollback within 2 s in {within} of {reps}.**",
+            f"{sum(1 for r in ratios if r <= 3.0)} of {reps} repetitions with pip** (median "
+            f"{statistics.median(ratios):.2f}x), **in {sum(1 for r in uv if r <= 3.0)} of "
+            f"{reps} with uv** (median {statistics.median(uv):.2f}x). **Rollback within 2 s "
+            f"in {within} of {reps}.**",
             "",
         ]
     )
