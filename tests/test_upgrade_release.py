@@ -151,3 +151,43 @@ def test_cli_release_without_a_live_release_is_one_line(cli, tmp_path, monkeypat
     )  # fmt: skip
     assert result.code == 2, result.err
     assert result.err.count("\n") == 1 and "no live release" in result.err, result.err
+
+
+@pytest.mark.pip
+def test_a_uv_built_release_from_a_pylock_is_upgraded_by_uv(tmp_path, monkeypatch):
+    """installer = uv and a pylock.toml: the kept lock is the pins, re-pinned like any."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    base = tmp_path / "base"
+    wheels = base / "wheels"
+    make_wheel(wheels, "alpha", "1.0")
+    make_wheel(wheels, "alpha", "1.1")
+    s = spec(base=str(base), interpreter=sys.executable, installer="uv")
+    layout = Layout(base)
+    runner = SubprocessRunner()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "shop.py").write_text("app = 'one'\n")
+    (project / "pylock.toml").write_text(
+        'lock-version = "1.0"\ncreated-by = "uv"\n\n[[packages]]\nname = "alpha"\nversion = "1.0"\n'
+    )
+    staged = stage(None, project, tmp_path / "stage-one", None)
+    digest = content_hash(staged, "3.11")
+    one = new_id(digest, now=time.time() - 10)
+    build(s, layout, staged, one, digest, runner=runner, say=print)
+    layout.switch(one)
+    assert layout.manifest(one)["lock"] == ".opskit-lock.txt"
+    staged, changes = stage_from_release(s, layout, one, parse_pins(["alpha==1.1"]), tmp_path / "u")
+    assert changes == ["alpha 1.0 -> 1.1"]
+    digest2 = content_hash(staged, "3.11")
+    two = new_id(digest2)
+    build(s, layout, staged, two, digest2, runner=runner, say=print)
+    for release, version in ((one, "1.0"), (two, "1.1")):
+        venv = layout.release(release) / "venv"
+        assert not (venv / "bin" / "pip").exists()
+        done = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import alpha; print(alpha.VERSION)"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert done.stdout.strip() == version
+        assert layout.manifest(release)["installer"] == "uv"
