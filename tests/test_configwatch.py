@@ -8,8 +8,10 @@ change is in tests/real_systemd/test_upgrade_release.py.
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,13 +59,21 @@ def test_a_watch_path_must_be_absolute_and_normal(cli, tmp_path, monkeypatch, ba
     assert not (tmp_path / "o").exists()
 
 
-def _wrapper(tmp_path: Path, script: str) -> tuple[list[str], dict[str, str]]:
+def _wrapper(
+    tmp_path: Path, script: str, lock: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
     watched = tmp_path / "conf.json"
     watched.write_text("1")
-    spec = build_spec({**RAW, "watch": [str(watched)], "deploy_id_file": str(tmp_path / "ID")})
+    raw = {**RAW, "watch": [str(watched)], "deploy_id_file": str(tmp_path / "ID")}
+    if lock is not None:
+        # With a base, the oneshot takes the deploy lock.
+        raw = {k: v for k, v in raw.items() if k != "working_directory"}
+        raw["base"] = str(lock.parent)
+        raw["deploy_id_file"] = str(lock.parent / "current" / "ID")
+    spec = build_spec(raw)
     body = render_template(
         "systemd/config_reload.sh.j2", spec=spec, script=script, end="END_OF_IT",
-        debounce=0.2, rounds=3, lock="",
+        debounce=0.2, rounds=3, lock=str(lock or ""),
     )  # fmt: skip
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -113,3 +123,34 @@ def test_a_stopped_service_is_not_reloaded(tmp_path):
     done = subprocess.run(argv, env={**env, "FAKE_ACTIVE": "3"}, capture_output=True, text=True)
     assert done.returncode == 0
     assert not (tmp_path / "log").exists() and "not running" in done.stderr
+
+
+def test_the_oneshot_holds_the_deploy_lock_with_its_pid_in_it(tmp_path):
+    """A deploy that waits for a config reload names the reload's PID, as for a deploy."""
+    from opskit.deploy.layout import Layout
+
+    lock = tmp_path / "base" / ".opskit-deploy.lock"
+    lock.parent.mkdir()
+    lock.write_text("99999999\n")  # a holder long gone
+    # Run by the stand-in reload script, while the oneshot holds the lock: a deploy's try.
+    check = (
+        "import pathlib\nfrom opskit.deploy.layout import Layout\n"
+        "try:\n"
+        f"    with Layout(pathlib.Path({str(lock.parent)!r})).locked(print, wait=False):\n"
+        "        print('not held')\n"
+        "except Exception as exc:\n"
+        "    print(exc)\n"
+    )
+    script = (
+        f'echo "$PPID" > {tmp_path}/holder\n'
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(check)} > {tmp_path}/seen\n"
+    )
+    argv, env = _wrapper(tmp_path, script, lock)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    holder = (tmp_path / "holder").read_text().strip()
+    seen = (tmp_path / "seen").read_text().strip()
+    assert seen == f"another deploy of {lock.parent} holds its lock (pid {holder})", seen
+    # Released at the end: a deploy takes it at once.
+    with Layout(lock.parent).locked(print, wait=False):
+        pass
