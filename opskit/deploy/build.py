@@ -171,9 +171,10 @@ class _Tools:
             argv = [interpreter, "-m", "venv", str(self.venv)]
         else:
             assert self.uv.uv is not None
-            # --no-project: a pyproject.toml in the cwd must not choose the interpreter.
+            # --no-project: a pyproject.toml in the cwd must not choose the interpreter;
+            # --no-python-downloads: the interpreter named, never one uv would fetch.
             argv = [self.uv.uv, "venv", "--quiet", "--no-project", "--no-config",
-                    "--python", interpreter, str(self.venv)]  # fmt: skip
+                    "--no-python-downloads", "--python", interpreter, str(self.venv)]  # fmt: skip
         made = self.runner(argv, timeout=300)
         if not made.ok:
             raise OperationFailed(f"making the venv with {interpreter} failed: {made.reason()}")
