@@ -271,6 +271,8 @@ def build(
         release.chmod(0o755)
         _link_shared(spec, layout, release)
         cache = ["--find-links", str(layout.wheels)]
+        # uv refuses a --find-links directory that does not exist (pip makes it first).
+        layout.wheels.mkdir(parents=True, exist_ok=True)
         tools = _Tools(spec, release / "venv", [*pip_args, *cache], runner=runner, say=say)
         python = tools.python
         say(f"build: venv with {spec.interpreter} ({tools.name})")
