@@ -32,6 +32,7 @@ COMMANDS = {
     "deploy": "opskit.deploy.cli",
     "rollback": "opskit.deploy.cli",
     "releases": "opskit.deploy.cli",
+    "ansible": "opskit.fleet.cli",
 }
 
 

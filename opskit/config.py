@@ -147,6 +147,26 @@ def load_spec(
     Overrides whose value is None were not given and leave the file's value alone;
     ``hardening`` overrides merge key by key into the file's hardening table.
     """
+    raw, source = merged_raw(overrides, config=config, directory=directory)
+    try:
+        return build_spec(raw)
+    except SpecError as exc:
+        # Name the file only when the bad value came from it, not from a flag.
+        where = f"{source.name}: " if source is not None and not _overridden(exc, overrides) else ""
+        found = ""
+        if source is None and str(exc).startswith(("name: missing", "app: required")):
+            # The usual cause: the command ran outside the project, or before opskit init.
+            found = f"; no opskit.toml or [tool.opskit] in {directory or Path.cwd()}"
+        raise SpecError(f"{where}{exc}{found}") from None
+
+
+def merged_raw(
+    overrides: Mapping[str, Any],
+    *,
+    config: Path | None = None,
+    directory: Path | None = None,
+) -> tuple[dict[str, Any], Path | None]:
+    """The config file's table under the overrides, not yet validated, and the file."""
     raw: dict[str, Any] = {}
     source = config if config is not None else find_config(directory or Path.cwd())
     if config is not None and not config.is_file():
@@ -180,16 +200,7 @@ def load_spec(
             raw["environment"] = merged_env
         else:
             raw[key] = value
-    try:
-        return build_spec(raw)
-    except SpecError as exc:
-        # Name the file only when the bad value came from it, not from a flag.
-        where = f"{source.name}: " if source is not None and not _overridden(exc, overrides) else ""
-        found = ""
-        if source is None and str(exc).startswith(("name: missing", "app: required")):
-            # The usual cause: the command ran outside the project, or before opskit init.
-            found = f"; no opskit.toml or [tool.opskit] in {directory or Path.cwd()}"
-        raise SpecError(f"{where}{exc}{found}") from None
+    return raw, source
 
 
 def _overridden(exc: SpecError, overrides: Mapping[str, Any]) -> bool:

@@ -177,6 +177,15 @@ SPEC_OPTIONS: tuple[SpecOption, ...] = (
     SpecOption(
         "interpreter", ("--interpreter",), str, "Python that makes release venvs [python3].", _D
     ),
+    # The fleet.
+    SpecOption(
+        "serial",
+        ("--serial",),
+        list,
+        "Hosts per batch: N, N%, or repeated for a ramp (1, 25%, 100%) [1].",
+        ("ansible",),
+        metavar="N|N%",
+    ),
     # The upgrade.
     SpecOption(
         "installer",
@@ -242,6 +251,13 @@ class SpecArgs:
         """Build the spec from the config file under these overrides (and ``extra``)."""
         return load(self.name, self.config, list(self.sets), **self.overrides(), **extra)
 
+    def raw(self) -> dict[str, Any]:
+        """What ``load`` validates: the config file's table under these overrides."""
+        from opskit.config import merged_raw
+
+        merged = _merged(self.name, list(self.sets), self.overrides())
+        return merged_raw(merged, config=self.config)[0]
+
 
 @dataclass(frozen=True)
 class Output:
@@ -298,6 +314,13 @@ def load(
     """Build the spec from the config file under the command-line overrides."""
     from opskit.config import load_spec
 
+    return load_spec(_merged(name, sets, overrides), config=config)
+
+
+def _merged(
+    name: str | None, sets: Sequence[str] | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The command line's overrides: flags, NAME and --set items in one mapping."""
     merged: dict[str, Any] = {"name": name, **overrides}
     for key, value in _parse_set(sets).items():
         current = merged.get(key)
@@ -312,7 +335,7 @@ def load(
             merged[key] = {**current, **value}
         else:
             merged[key] = value
-    return load_spec(merged, config=config)
+    return merged
 
 
 # --- output helpers --------------------------------------------------------------------

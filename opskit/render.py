@@ -116,6 +116,33 @@ def make_var(text: str) -> str:
     return text
 
 
+# --- YAML that Ansible reads ----------------------------------------------------------------
+
+
+def ansible_unsafe(value: Any) -> str:
+    """A YAML value Ansible never templates: ``!unsafe`` on every string, lists of them.
+
+    A string is a JSON string, which is also a YAML double-quoted scalar (its escapes
+    are YAML's); ``!unsafe`` keeps a ``{{`` or ``{%`` in it literal when Ansible uses it.
+    Numbers and booleans are plain; a list is a flow sequence of the same.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(ansible_unsafe(v) for v in value) + "]"
+    import json
+
+    # Not ensure_ascii: JSON writes astral characters as surrogate pairs, which YAML does
+    # not join. What YAML reads as a line break or refuses is escaped as YAML's own \u.
+    text = json.dumps(str(value), ensure_ascii=False)
+    return "!unsafe " + _YAML_ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_YAML_ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
 # --- uWSGI --------------------------------------------------------------------------------
 
 # After reading every option (command line, ini, UWSGI_* environment variables) uWSGI
@@ -176,6 +203,7 @@ FILTERS: dict[str, Any] = {
     "shell_quote": shell_quote,
     "make_var": make_var,
     "ini_value": ini_value,
+    "ansible_unsafe": ansible_unsafe,
 }
 
 

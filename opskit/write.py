@@ -298,6 +298,8 @@ def _stage_all(planned: Sequence[Planned], pending: set[int]) -> list[tuple[Path
             if item.action is Action.IDENTICAL:
                 continue
             try:
+                # A generator's file in a subdirectory of its own (Ansible's group_vars/).
+                item.path.parent.mkdir(parents=True, exist_ok=True)
                 staged.append((_stage(item.path, item.file.content, item.file.mode), item))
             except OSError as exc:
                 raise UsageError(f"{item.path}: cannot write: {exc.strerror}") from None
