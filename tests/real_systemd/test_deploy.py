@@ -373,3 +373,59 @@ def test_a_release_built_by_uv_deploys_under_load_and_a_conflict_is_refused(
     assert load["failed"] == 0, load
     site.serves(v2)
     assert refused["release"] not in box.run("ls", f"{BASE}/releases").stdout
+
+
+#: Pre-switch commands of test_shared_paths_and_pre_switch: where each ran, and from which
+#: python (the new release's venv must come first on PATH); the second refuses a release
+#: that carries the file REFUSE.
+PRE_SWITCH = [
+    f"sh -c 'echo \"$PWD $(command -v python)\" >> {BASE}/shared/media/pre.log'",
+    "sh -c 'test ! -e REFUSE'",
+]
+
+
+def test_shared_paths_and_pre_switch_commands(boot, wheelhouse: Path, measure) -> None:
+    """A shared path is the same directory in every release, readable by a dynamic user;
+    pre-switch commands run in the new release, before the switch, and one that fails
+    refuses the release while the old one serves."""
+    box = boot("deploy-shared", binds=(nspawn.Bind(wheelhouse, WHEELS),), app=False)
+    site = Site(box, wheelhouse, {**RAW, "shared": ["media"], "pre_switch": PRE_SWITCH})
+    v1_dir = site.project("v1")
+    box.write_file(f"{v1_dir}/media/seed.txt", "from v1\n")
+    proc, first = site.deploy(v1_dir)
+    assert proc.returncode == 0, proc.stderr + box.journal("demo.service")
+    v1 = first["release"]
+    site.serves(v1)
+
+    v2_dir = site.project("v2")
+    box.write_file(f"{v2_dir}/media/seed.txt", "from v2\n")
+    (proc, second), load = _under_load(box, lambda: site.deploy(v2_dir), seconds=30)
+    measure(f"deploy with shared + pre-switch: {load['failed']} of {load['ok'] + load['failed']}")
+    assert proc.returncode == 0, proc.stderr
+    assert load["failed"] == 0, load
+    v2 = second["release"]
+    site.serves(v2)
+    log = box.run("cat", f"{BASE}/shared/media/pre.log").stdout.splitlines()
+    assert log == [f"{BASE}/releases/{r} {BASE}/releases/{r}/venv/bin/python" for r in (v1, v2)], (
+        log
+    )
+    # The first release seeded the shared directory; later ones link to it, their own
+    # copy of the path left out.
+    assert box.run("readlink", f"{BASE}/releases/{v2}/media").stdout.strip() == (
+        f"{BASE}/shared/media"
+    )
+    read = box.run(
+        "systemd-run", "--wait", "--pipe", "--quiet", "-p", "DynamicUser=yes",
+        "cat", f"{BASE}/current/media/seed.txt",
+    )  # fmt: skip
+    assert read.stdout == "from v1\n", read.stdout + read.stderr
+
+    v3_dir = site.project("v3")
+    box.write_file(f"{v3_dir}/REFUSE", "")
+    (proc, refused), load = _under_load(box, lambda: site.deploy(v3_dir), seconds=20)
+    measure(f"deploy refused by pre-switch: exit {proc.returncode}, {load['failed']} failed")
+    assert proc.returncode == 1, proc.stderr
+    assert "pre-switch \"sh -c 'test ! -e REFUSE'\" failed" in proc.stderr, proc.stderr
+    assert refused["status"] == "refused", refused
+    assert load["failed"] == 0, load
+    site.serves(v2)
