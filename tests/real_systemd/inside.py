@@ -4,11 +4,12 @@ Every command prints one JSON line on stdout, last, so the harness can parse it:
 
     inside.py get URL [--timeout S]              one GET
     inside.py wait URL [--timeout S] [--body B]  poll until 200 (and body B); seconds taken
-    inside.py load URL --seconds S --clients N --rate R
+    inside.py load URL --seconds S --clients N --rate R [--stop-file F]
                                                  bounded load: N clients, at most R
-                                                 requests/s each, for S seconds, a new
-                                                 connection per request; prints "started"
-                                                 first, then the counts of ok and failed
+                                                 requests/s each, for S seconds (or until
+                                                 F exists), a new connection per
+                                                 request; prints "started" first, then
+                                                 the counts of ok and failed
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 
 def _get(url: str, timeout: float) -> tuple[int, str]:
@@ -55,7 +57,9 @@ def wait(url: str, timeout: float, body: str | None) -> dict[str, object]:
     return {"ok": False, "seconds": time.monotonic() - started, "last": last}
 
 
-def load(url: str, seconds: float, clients: int, rate: float) -> dict[str, object]:
+def load(
+    url: str, seconds: float, clients: int, rate: float, stop_file: str | None = None
+) -> dict[str, object]:
     lock = threading.Lock()
     counts = {"ok": 0, "failed": 0}
     errors: dict[str, int] = {}
@@ -63,8 +67,9 @@ def load(url: str, seconds: float, clients: int, rate: float) -> dict[str, objec
     pause = 1.0 / rate
 
     def client() -> None:
-        # Bounded in time and, through the pause, in count: at most seconds * rate each.
-        while time.monotonic() < stop_at:
+        # Bounded in time and, through the pause, in count: at most seconds * rate each;
+        # sooner when the stop file appears.
+        while time.monotonic() < stop_at and not (stop_file and Path(stop_file).exists()):
             began = time.monotonic()
             try:
                 status, _ = _get(url, 10.0)
@@ -103,13 +108,14 @@ def main(argv: list[str]) -> int:
     p_load.add_argument("--seconds", type=float, required=True)
     p_load.add_argument("--clients", type=int, default=4)
     p_load.add_argument("--rate", type=float, default=50.0)
+    p_load.add_argument("--stop-file")
     args = parser.parse_args(argv)
     if args.cmd == "get":
         result = get(args.url, args.timeout)
     elif args.cmd == "wait":
         result = wait(args.url, args.timeout, args.body)
     else:
-        result = load(args.url, args.seconds, args.clients, args.rate)
+        result = load(args.url, args.seconds, args.clients, args.rate, args.stop_file)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -126,7 +126,11 @@ class HttpResponse:
     error: str | None = None
 
 
-def _nspawn_base(name: str, binds: Iterable[Bind]) -> list[str]:
+def _nspawn_base(name: str, binds: Iterable[Bind], netns: str | None = None) -> list[str]:
+    # Loopback only (--private-network): fixed ports inside can never collide with
+    # anything. A test that needs a network between containers makes a namespace with a
+    # veth pair and addresses of its own, and gives it here instead.
+    network = f"--network-namespace-path=/run/netns/{netns}" if netns else "--private-network"
     return [
         "systemd-nspawn",
         "--quiet",
@@ -137,8 +141,7 @@ def _nspawn_base(name: str, binds: Iterable[Bind]) -> list[str]:
         # No machined or system bus on the host: without both, nspawn fails to register.
         "--register=no",
         "--keep-unit",
-        # Loopback only: fixed ports inside can never collide with anything.
-        "--private-network",
+        network,
         f"--machine={name}",
         *(b.flag() for b in binds),
     ]
@@ -260,8 +263,10 @@ class Container:
         binds: Sequence[Bind] = (),
         boot_timeout: float = 90.0,
         stop_timeout: float = 20.0,
+        netns: str | None = None,
     ) -> None:
         self.name = _unique(name)
+        self.netns = netns
         self.workdir = workdir
         self.binds = [Bind(HARNESS, HARNESS_MOUNT), *binds]
         self.boot_timeout = boot_timeout
@@ -288,7 +293,7 @@ class Container:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._cgroup = _Cgroup(f"opskit-test-{self.name}")
         argv = [
-            *_nspawn_base(self.name, self.binds),
+            *_nspawn_base(self.name, self.binds, self.netns),
             "--boot",
             # Without it nspawn's own seccomp filter blocks the BPF programs that
             # enforce IPAddressDeny=, which would then be silently ignored.
