@@ -28,6 +28,7 @@ SPEC_COMMANDS = [
     ("deploy",),
     ("rollback",),
     ("releases",),
+    ("ansible",),
 ]
 
 
