@@ -24,6 +24,7 @@ from opskit.validate import (
     validate_line_end,
     validate_pairs,
     validate_path,
+    validate_serial,
     validate_str_list,
     validate_text,
     validate_unit_name,
@@ -276,7 +277,7 @@ def _releases(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
     if raw.get("interpreter") is not None:
         v["interpreter"] = validate_text("interpreter", raw["interpreter"])
     if raw.get("serial") is not None:
-        v["serial"] = _serial(raw["serial"])
+        v["serial"] = validate_serial("serial", raw["serial"])
     if raw.get("base") is None:
         return
     base = validate_path("base", raw["base"]).rstrip("/")
@@ -294,31 +295,6 @@ def _releases(raw: Mapping[str, Any], v: dict[str, Any]) -> None:
                 f"{derived}; remove {key.replace('_', '-')}"
             )
         v[key] = derived
-
-
-_PERCENT = re.compile(r"([1-9][0-9]?|100)%")
-
-
-def _serial(value: Any) -> tuple[int | str, ...]:
-    """Ansible's ``serial``: hosts per batch (1 or more), "N%" (1-100), or a list of them."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise SpecError("serial: an empty list (give a batch size, like 1 or '25%')")
-    out: list[int | str] = []
-    for item in items:
-        if isinstance(item, str) and item.strip().isdigit():
-            item = int(item)
-        if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise SpecError(f"serial: {item!r} must be a host count or a percentage like '25%'")
-        if isinstance(item, int):
-            if not 1 <= item <= 10000:
-                raise SpecError(f"serial: {item} must be 1 to 10000 hosts")
-        elif _PERCENT.fullmatch(item.strip()) is None:
-            raise SpecError(f"serial: {item!r} must be a host count or a percentage like '25%'")
-        else:
-            item = item.strip()
-        out.append(item)
-    return tuple(out)
 
 
 def build_spec(raw: Mapping[str, Any]) -> AppSpec:

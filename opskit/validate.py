@@ -252,3 +252,28 @@ def validate_writable_path(key: str, value: Any, name: str) -> str:
             f"/var/lib/{name} (StateDirectory=, writable already)"
         )
     return path
+
+
+_PERCENT = re.compile(r"([1-9][0-9]?|100)%")
+
+
+def validate_serial(key: str, value: Any) -> tuple[int | str, ...]:
+    """Ansible's ``serial``: hosts per batch (1 or more), "N%" (1-100), or a list of them."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise SpecError(f"{key}: an empty list (give a batch size, like 1 or '25%')")
+    out: list[int | str] = []
+    for item in items:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, (int, str)):
+            raise SpecError(f"{key}: {item!r} must be a host count or a percentage like '25%'")
+        if isinstance(item, int):
+            if not 1 <= item <= 10000:
+                raise SpecError(f"{key}: {item} must be 1 to 10000 hosts")
+        elif _PERCENT.fullmatch(item.strip()) is None:
+            raise SpecError(f"{key}: {item!r} must be a host count or a percentage like '25%'")
+        else:
+            item = item.strip()
+        out.append(item)
+    return tuple(out)
