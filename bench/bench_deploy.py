@@ -36,13 +36,10 @@ tests do.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import shlex
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,7 +50,6 @@ sys.path.insert(0, str(ROOT))
 
 from opskit.spec import build_spec  # noqa: E402
 from opskit.systemd.units import render_units  # noqa: E402
-from opskit.write import atomic_write  # noqa: E402
 from tests.real_systemd import nspawn  # noqa: E402
 from tests.real_systemd.corpus import OPSKIT  # noqa: E402
 from tests.real_systemd.demo import EXAMPLE  # noqa: E402
@@ -297,30 +293,19 @@ def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> s
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
+def _unavailable() -> str | None:
     reason = nspawn.unavailable_reason()
     if reason:
-        sys.stderr.write(f"bench_deploy.py: {reason}\n")
-        return 2
+        return reason
     if not any(WHEELHOUSE.glob("gunicorn-*")):
-        sys.stderr.write("bench_deploy.py: no wheelhouse: run make wheelhouse\n")
-        return 2
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="opskit-bench-deploy-") as tmp:
-        result = run(args.reps, Path(tmp))
-    shown = ["--reps", str(args.reps)]
-    if args.write is not None:
-        shown += ["--write", os.path.relpath(args.write.resolve(), ROOT)]
-    command = shlex.join(["python", "bench/bench_deploy.py", *shown])
-    text = report(result, args.reps, time.monotonic() - started, command)
-    sys.stdout.write(text)
-    if args.write is not None:
-        atomic_write(args.write, text, 0o644)
-    return 0
+        return "no wheelhouse: run make wheelhouse"
+    return None
+
+
+def main() -> int:
+    from bench.reps import main as bench_main
+
+    return bench_main("bench_deploy.py", __doc__ or "", run, report, _unavailable)
 
 
 if __name__ == "__main__":

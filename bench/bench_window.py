@@ -30,7 +30,6 @@ Needs the wheelhouse of ``make wheelhouse`` (gunicorn, offline) and uv (the test
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import os
 import platform
@@ -39,7 +38,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -51,7 +49,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_upgrade import SIZES, make_wheel, opskit_argv  # noqa: E402
 from opskit.upgrade.installer import find_uv  # noqa: E402
-from opskit.write import atomic_write  # noqa: E402
 
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
 CLIENTS = 4
@@ -280,26 +277,16 @@ def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> s
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--write", type=Path)
-    args = parser.parse_args()
+def _unavailable() -> str | None:
     if not any(WHEELHOUSE.glob("gunicorn-*")):
-        sys.stderr.write("bench_window.py: no wheelhouse: run make wheelhouse\n")
-        return 2
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="opskit-bench-window-") as tmp:
-        result = run(args.reps, Path(tmp))
-    shown = ["--reps", str(args.reps)]
-    if args.write is not None:
-        shown += ["--write", os.path.relpath(args.write.resolve(), ROOT)]
-    command = shlex.join(["python", "bench/bench_window.py", *shown])
-    text = report(result, args.reps, time.monotonic() - started, command)
-    sys.stdout.write(text)
-    if args.write is not None:
-        atomic_write(args.write, text, 0o644)
-    return 0
+        return "no wheelhouse: run make wheelhouse"
+    return None
+
+
+def main() -> int:
+    from bench.reps import main as bench_main
+
+    return bench_main("bench_window.py", __doc__ or "", run, report, _unavailable)
 
 
 if __name__ == "__main__":
