@@ -92,6 +92,9 @@ TIMING = {
     "test_fleet.py::test_a_rolling_deploy_gated_per_host_stops_and_rolls_back_at_the_failing_one": (
         "0 failed requests of a rate-bound load on three hosts across rollouts"
     ),
+    "test_fleet.py::test_the_rollback_playbook_takes_every_host_back_gated_under_load": (
+        "0 failed requests of a rate-bound load on three hosts across the rollback"
+    ),
 }
 
 _measured: list[str] = []

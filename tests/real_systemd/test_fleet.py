@@ -174,11 +174,18 @@ def _host_dir(tmp: Path, i: int, pub: str) -> Path:
 class Fleet:
     """The controller's side: the app project, the generated files, ansible-playbook."""
 
-    def __init__(self, tmp: Path, wheelhouse: Path, key: Path, boxes: list[nspawn.Container]):
+    def __init__(
+        self,
+        tmp: Path,
+        wheelhouse: Path,
+        key: Path,
+        boxes: list[nspawn.Container],
+        pyproject: str = PYPROJECT,
+    ) -> None:
         self.tmp, self.wheelhouse, self.boxes = tmp, wheelhouse, boxes
         self.project = tmp / "app"
         self.project.mkdir()
-        (self.project / "pyproject.toml").write_text(PYPROJECT)
+        (self.project / "pyproject.toml").write_text(pyproject)
         pins = [self._pin("gunicorn"), self._pin("packaging")]
         (self.project / "requirements.txt").write_text("\n".join(pins) + "\n")
         self.out = tmp / "ansible"
@@ -307,26 +314,33 @@ def _loads(boxes: list[nspawn.Container], seconds: float = 300) -> Iterator[list
             results.append(json.loads(out.strip().splitlines()[-1]))
 
 
-@pytest.fixture
-def fleet(wheelhouse: Path, tmp_path: Path) -> Iterator[Fleet]:
-    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
-        pytest.fail("openssh-server is not installed (.ci/run installs it)")
-    key = _keys(tmp_path)
+@contextlib.contextmanager
+def hosts(tmp: Path, count: int = HOSTS) -> Iterator[tuple[list[nspawn.Container], Path]]:
+    """``count`` booted hosts, each with its network and sshd, and the key that logs in."""
+    key = _keys(tmp)
     pub = key.with_suffix(".pub").read_text()
     with contextlib.ExitStack() as stack:
         boxes = []
-        for i in range(1, HOSTS + 1):
+        for i in range(1, count + 1):
             netns = stack.enter_context(_network(i))
             binds = [
-                nspawn.Bind(_host_dir(tmp_path, i, pub), SSH_DIR),
+                nspawn.Bind(_host_dir(tmp, i, pub), SSH_DIR),
                 # sudo reads its PAM stack; a volatile /etc has none.
                 nspawn.Bind(Path("/etc/pam.d"), "/etc/pam.d"),
             ]
-            box = nspawn.Container(f"fleet-h{i}", tmp_path / "containers", binds=binds, netns=netns)
+            box = nspawn.Container(f"fleet-h{i}", tmp / "containers", binds=binds, netns=netns)
             stack.callback(box.teardown)
             box.boot()
             _sshd(box, i)
             boxes.append(box)
+        yield boxes, key
+
+
+@pytest.fixture
+def fleet(wheelhouse: Path, tmp_path: Path) -> Iterator[Fleet]:
+    if shutil.which("sshd") is None and not Path("/usr/sbin/sshd").exists():
+        pytest.fail("openssh-server is not installed (.ci/run installs it)")
+    with hosts(tmp_path) as (boxes, key):
         yield Fleet(tmp_path, wheelhouse, key, boxes)
 
 
@@ -389,3 +403,40 @@ def test_a_rolling_deploy_gated_per_host_stops_and_rolls_back_at_the_failing_one
         message[-3000:]
     )
     assert f"rolled back to {v2_ids[1]}" in message and "the rollout stops here" in message
+
+
+def test_the_rollback_playbook_takes_every_host_back_gated_under_load(
+    fleet: Fleet, measure
+) -> None:
+    boxes = fleet.boxes
+    fleet.release("v1")
+    # --limit leaves the controller's build play out unless it names localhost too.
+    done, _ = fleet.playbook("deploy.yml", "--limit", "h1")
+    assert done.returncode != 0
+    assert "with --limit, name localhost" in done.stdout, done.stdout[-3000:]
+    assert "nothing was switched there" in done.stdout
+    done, _ = fleet.playbook("deploy.yml")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    v1_ids = [fleet.serves(box) for box in boxes]
+    fleet.release("v2")
+    done, _ = fleet.playbook("deploy.yml")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    v2_ids = [fleet.serves(box) for box in boxes]
+    assert {content(r) for r in v2_ids}.isdisjoint(content(r) for r in v1_ids)
+
+    with _loads(boxes) as loads:
+        done, took = fleet.playbook("rollback.yml")
+    failed = sum(load["failed"] for load in loads)
+    total = failed + sum(load["ok"] for load in loads)
+    measure(
+        f"fleet: rollback.yml, 3 hosts back under load in {took:.1f} s, {failed} of {total} failed"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert failed == 0, loads
+    assert [fleet.serves(box) for box in boxes] == v1_ids
+    # Forward again: the same v2 content, so each host switches to the v2 it built (the
+    # same release IDs: a rebuild would have a new time in its ID).
+    done, took = fleet.playbook("deploy.yml")
+    measure(f"fleet: forward again to the v2 each host built in {took:.1f} s")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert [fleet.serves(box) for box in boxes] == v2_ids
