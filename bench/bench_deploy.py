@@ -293,19 +293,14 @@ def report(result: dict[str, Any], reps: int, elapsed: float, command: str) -> s
     )
 
 
-def _unavailable() -> str | None:
-    reason = nspawn.unavailable_reason()
-    if reason:
-        return reason
-    if not any(WHEELHOUSE.glob("gunicorn-*")):
-        return "no wheelhouse: run make wheelhouse"
-    return None
-
-
 def main() -> int:
+    from bench.reps import containers_unavailable
     from bench.reps import main as bench_main
 
-    return bench_main("bench_deploy.py", __doc__ or "", run, report, _unavailable)
+    def unavailable() -> str | None:
+        return containers_unavailable(WHEELHOUSE)
+
+    return bench_main("bench_deploy.py", __doc__ or "", run, report, unavailable)
 
 
 if __name__ == "__main__":

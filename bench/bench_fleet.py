@@ -55,7 +55,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from opskit.fleet.ansible import HOST_CONFIG, HOST_DIR  # noqa: E402
-from tests.real_systemd import nspawn  # noqa: E402
 from tests.real_systemd.test_fleet import HOSTS, NAME, PYPROJECT, Fleet, hosts  # noqa: E402
 
 WHEELHOUSE = ROOT / "build" / "wheelhouse"
@@ -306,11 +305,11 @@ def report(result: dict[str, Any], count: int, elapsed: float, command: str) -> 
 
 
 def _unavailable() -> str | None:
-    reason = nspawn.unavailable_reason()
+    from bench.reps import containers_unavailable
+
+    reason = containers_unavailable(WHEELHOUSE)
     if reason:
         return reason
-    if not any(WHEELHOUSE.glob("gunicorn-*")):
-        return "no wheelhouse: run make wheelhouse"
     if not Path("/usr/sbin/sshd").exists():
         return "openssh-server is not installed (.ci/run installs it)"
     if shutil.which("ansible-playbook", path=str(Path(sys.executable).parent)) is None:

@@ -50,3 +50,15 @@ def main(
     if args.write is not None:
         atomic_write(args.write, text, 0o644)
     return 0
+
+
+def containers_unavailable(wheelhouse: Path) -> str | None:
+    """Why a bench that boots real-systemd containers cannot run here, or None."""
+    from tests.real_systemd import nspawn
+
+    reason = nspawn.unavailable_reason()
+    if reason:
+        return reason
+    if not any(wheelhouse.glob("gunicorn-*")):
+        return "no wheelhouse: run make wheelhouse"
+    return None
